@@ -1,0 +1,20 @@
+export {
+  envOverrides,
+  formatPath,
+  loadConfig,
+  type Overrides,
+  parseConfig,
+  parseConfigText,
+} from "./load.js";
+export {
+  type CompiledRoute,
+  cachePredicate,
+  FALLBACK_ROUTE_NAME,
+  NEVER_CACHED_BY_CLASS,
+  type RouteMatch,
+  type RouteSettings,
+  RouteTable,
+} from "./routes.js";
+export type { Config, FingerprintPart } from "./schema.js";
+export { parsePointer, parseSource, type Source } from "./sources.js";
+export { parseDuration, parseSize } from "./units.js";

@@ -1,0 +1,153 @@
+import type { Config, DefaultsInput, FingerprintPart, RouteInput } from "./schema.js";
+import type { Source } from "./sources.js";
+
+/**
+ * Statuses that a status class in `cache` never covers: they say "not now" rather than giving an
+ * outcome (timeout, conflict, too early, rate limited), so a retry must get a fresh attempt. Listing
+ * one of them as an exact code still caches it.
+ */
+export const NEVER_CACHED_BY_CLASS: ReadonlySet<number> = new Set([408, 409, 425, 429]);
+
+/** A route's settings after `defaults` are merged in: what the engine reads on every request. */
+export interface RouteSettings {
+  methods: ReadonlySet<string>;
+  key: { header: string | false; required: boolean; from: readonly Source[] };
+  scope: readonly Source[];
+  fingerprint: readonly FingerprintPart[];
+  ttlMs: number;
+  lockTtlMs: number;
+  concurrent: "wait" | "reject";
+  waitTimeoutMs: number;
+  cache: (status: number) => boolean;
+  cacheList: readonly (string | number)[];
+  maxBodySize: number;
+  onUnknown: "reject" | "retry" | "reconcile";
+}
+
+export interface CompiledRoute {
+  name: string;
+  pattern: string;
+  /** Methods the route matches; null matches any. */
+  matchMethods: ReadonlySet<string> | null;
+  protect: boolean;
+  /** True for the implicit route of requests that match none: protected only with a key header. */
+  fallback: boolean;
+  settings: RouteSettings;
+  regex: RegExp;
+  paramNames: readonly string[];
+}
+
+export interface RouteMatch {
+  route: CompiledRoute;
+  params: Record<string, string>;
+}
+
+export const FALLBACK_ROUTE_NAME = "(default)";
+
+export function cachePredicate(list: readonly (string | number)[]): (status: number) => boolean {
+  const codes = new Set<number>();
+  const classes = new Set<number>();
+  for (const entry of list) {
+    if (typeof entry === "number") codes.add(entry);
+    else classes.add(Number(entry[0]));
+  }
+  return (status) =>
+    codes.has(status) || (classes.has(Math.floor(status / 100)) && !NEVER_CACHED_BY_CLASS.has(status));
+}
+
+function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/** `/callbacks/:robot` → /^\/callbacks\/([^/]+)$/ with params ["robot"]; a final `*` matches the rest. */
+export function compilePattern(pattern: string): { regex: RegExp; paramNames: string[] } {
+  const paramNames: string[] = [];
+  const segments = pattern.split("/").map((segment, i, all) => {
+    if (segment.startsWith(":") && segment.length > 1) {
+      paramNames.push(segment.slice(1));
+      return "([^/]+)";
+    }
+    if (segment === "*" && i === all.length - 1) {
+      paramNames.push("*");
+      return "(.*)";
+    }
+    return escapeRegex(segment);
+  });
+  return { regex: new RegExp(`^${segments.join("/")}$`), paramNames };
+}
+
+function mergeSettings(defaults: DefaultsInput, route: Partial<RouteInput>): RouteSettings {
+  const key = { ...defaults.key, ...route.key };
+  const cacheList = route.cache ?? defaults.cache;
+  return {
+    methods: new Set(route.methods ?? defaults.methods),
+    key: { header: key.header ?? "Idempotency-Key", required: key.required ?? false, from: key.from ?? [] },
+    scope: route.scope ?? defaults.scope,
+    fingerprint: route.fingerprint ?? defaults.fingerprint,
+    ttlMs: route.ttl ?? defaults.ttl,
+    lockTtlMs: route.lockTtl ?? defaults.lockTtl,
+    concurrent: route.concurrent ?? defaults.concurrent,
+    waitTimeoutMs: route.waitTimeout ?? defaults.waitTimeout,
+    cache: cachePredicate(cacheList),
+    cacheList,
+    maxBodySize: route.maxBodySize ?? defaults.maxBodySize,
+    onUnknown: route.onUnknown ?? defaults.onUnknown,
+  };
+}
+
+function decodeParam(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    return raw;
+  }
+}
+
+/** The compiled route table: built once at start, so requests never re-read config or build regexes. */
+export class RouteTable {
+  readonly routes: readonly CompiledRoute[];
+  readonly fallback: CompiledRoute;
+
+  constructor(config: Pick<Config, "defaults" | "routes">) {
+    this.routes = config.routes.map((r) => {
+      const m = r.match.method;
+      return {
+        name: r.name,
+        pattern: r.match.path,
+        matchMethods: m === undefined ? null : new Set(Array.isArray(m) ? m : [m]),
+        protect: r.protect,
+        fallback: false,
+        settings: mergeSettings(config.defaults, r),
+        ...compilePattern(r.match.path),
+      };
+    });
+    // Unmatched requests are protected only by a client key, never by derived fields.
+    const fallbackSettings = mergeSettings(config.defaults, {});
+    fallbackSettings.key = { ...fallbackSettings.key, required: false, from: [] };
+    this.fallback = {
+      name: FALLBACK_ROUTE_NAME,
+      pattern: "*",
+      matchMethods: null,
+      protect: true,
+      fallback: true,
+      settings: fallbackSettings,
+      regex: /^/,
+      paramNames: [],
+    };
+  }
+
+  /** First match wins; a request that matches no route gets the fallback route. */
+  match(method: string, path: string): RouteMatch {
+    for (const route of this.routes) {
+      if (route.matchMethods && !route.matchMethods.has(method)) continue;
+      const m = route.regex.exec(path);
+      if (!m) continue;
+      const params: Record<string, string> = {};
+      route.paramNames.forEach((name, i) => {
+        params[name] = decodeParam(m[i + 1] ?? "");
+      });
+      return { route, params };
+    }
+    return { route: this.fallback, params: {} };
+  }
+}

@@ -1,0 +1,186 @@
+import { z } from "zod";
+import { parseSource, type Source } from "./sources.js";
+import { parseDuration, parseSize } from "./units.js";
+
+const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const ms = parseDuration(value);
+  if (ms === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message: `invalid duration "${value}" (expected e.g. 500ms, 10s, 5m, 24h, 7d)`,
+    });
+    return z.NEVER;
+  }
+  return ms;
+});
+
+const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const bytes = parseSize(value);
+  if (bytes === undefined) {
+    ctx.addIssue({ code: "custom", message: `invalid size "${value}" (expected e.g. 512kb, 1mb)` });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const source = z.string().transform((text, ctx): Source => {
+  const parsed = parseSource(text);
+  if (typeof parsed === "string") {
+    ctx.addIssue({ code: "custom", message: parsed });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const method = z
+  .string()
+  .regex(/^[A-Za-z]+$/, "invalid HTTP method")
+  .transform((m) => m.toUpperCase());
+
+const FINGERPRINT_PARTS = ["method", "path", "query", "body"] as const;
+export type FingerprintPart = (typeof FINGERPRINT_PARTS)[number] | Source;
+const fingerprintPart = z.string().transform((text, ctx): FingerprintPart => {
+  if ((FINGERPRINT_PARTS as readonly string[]).includes(text))
+    return text as (typeof FINGERPRINT_PARTS)[number];
+  const parsed = parseSource(text);
+  if (typeof parsed === "string") {
+    ctx.addIssue({ code: "custom", message: `${parsed}; or one of ${FINGERPRINT_PARTS.join(", ")}` });
+    return z.NEVER;
+  }
+  return parsed;
+});
+
+const cacheEntry = z.union([
+  z.enum(["1xx", "2xx", "3xx", "4xx", "5xx"]),
+  z.number().int().min(100).max(599),
+  z
+    .string()
+    .regex(/^[1-5]\d\d$/, 'expected a status class such as "2xx" or a status code such as 201')
+    .transform(Number),
+]);
+
+const keyRule = z.strictObject({
+  header: z
+    .union([z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "invalid header name"), z.literal(false)])
+    .optional()
+    .describe("Header that carries a client key; false ignores it. By default, Idempotency-Key."),
+  required: z.boolean().optional().describe("Answer 400 when no key can be found. By default, false."),
+  from: z
+    .array(source)
+    .min(1)
+    .optional()
+    .describe("Sources of a derived key, used when the header is absent or disabled."),
+});
+export type KeyRule = z.output<typeof keyRule>;
+
+/** Settings every route inherits from `defaults` and may override field by field. */
+const settingsShape = {
+  methods: z
+    .array(method)
+    .min(1)
+    .describe("Methods that are protected. By default, POST, PUT, PATCH, DELETE."),
+  key: keyRule,
+  scope: z
+    .array(source)
+    .describe("Sources that partition keys, e.g. a trusted tenant header. By default, none."),
+  fingerprint: z
+    .array(fingerprintPart)
+    .describe("What must match on a retry for it to be replayed. By default, method, path and body."),
+  ttl: duration.describe("How long a stored response is replayed. By default, 24h."),
+  lockTtl: duration.describe("Lease of one attempt, extended while the upstream call runs. By default, 10s."),
+  concurrent: z
+    .enum(["wait", "reject"])
+    .describe("What a duplicate of an in-flight request does. By default, wait."),
+  waitTimeout: duration.describe("How long a waiting duplicate waits before 409. By default, 25s."),
+  cache: z
+    .array(cacheEntry)
+    .describe("Upstream statuses that are stored and replayed. By default, 2xx and 4xx."),
+  maxBodySize: size.describe("Largest request body read on a protected route. By default, 1mb."),
+  onUnknown: z
+    .enum(["reject", "retry", "reconcile"])
+    .describe("What a retry of a request whose outcome is unknown gets. By default, reject."),
+};
+
+const defaultsSchema = z
+  .strictObject({
+    methods: settingsShape.methods.default(["POST", "PUT", "PATCH", "DELETE"]),
+    key: keyRule.prefault({}),
+    scope: settingsShape.scope.default([]),
+    fingerprint: settingsShape.fingerprint.prefault(["method", "path", "body"]),
+    ttl: settingsShape.ttl.prefault("24h"),
+    lockTtl: settingsShape.lockTtl.prefault("10s"),
+    concurrent: settingsShape.concurrent.default("wait"),
+    waitTimeout: settingsShape.waitTimeout.prefault("25s"),
+    cache: settingsShape.cache.default(["2xx", "4xx"]),
+    maxBodySize: settingsShape.maxBodySize.prefault("1mb"),
+    onUnknown: settingsShape.onUnknown.default("reject"),
+  })
+  .prefault({});
+
+const routeSchema = z.strictObject({
+  name: z
+    .string()
+    .min(1)
+    .regex(/^[A-Za-z0-9_.-]+$/, "use letters, digits, '.', '_' and '-'"),
+  match: z.strictObject({
+    method: z.union([method, z.array(method).min(1)]).optional(),
+    path: z.string().startsWith("/", 'a path pattern starts with "/"'),
+  }),
+  protect: z.boolean().default(true).describe("false makes the route a plain pass-through."),
+  methods: settingsShape.methods.optional(),
+  key: keyRule.optional(),
+  scope: settingsShape.scope.optional(),
+  fingerprint: settingsShape.fingerprint.optional(),
+  ttl: settingsShape.ttl.optional(),
+  lockTtl: settingsShape.lockTtl.optional(),
+  concurrent: settingsShape.concurrent.optional(),
+  waitTimeout: settingsShape.waitTimeout.optional(),
+  cache: settingsShape.cache.optional(),
+  maxBodySize: settingsShape.maxBodySize.optional(),
+  onUnknown: settingsShape.onUnknown.optional(),
+});
+export type RouteInput = z.output<typeof routeSchema>;
+export type DefaultsInput = z.output<typeof defaultsSchema>;
+
+export const configSchema = z.strictObject({
+  listen: z
+    .strictObject({
+      host: z.string().default("127.0.0.1"),
+      port: z.number().int().min(0).max(65535).default(8080).describe("0 picks any free port."),
+    })
+    .prefault({}),
+  upstream: z.strictObject(
+    {
+      url: z.url({ protocol: /^https?$/ }).describe("Base URL of the backend."),
+      timeout: duration.prefault("60s").describe("Longer than the callers' own timeouts, on purpose."),
+      connections: z.number().int().min(1).default(128).describe("Keep-alive connections to the upstream."),
+    },
+    {
+      error: (issue) =>
+        issue.input === undefined ? "required: set upstream.url, --upstream or UPSTREAM_URL" : undefined,
+    },
+  ),
+  store: z
+    .strictObject({
+      kind: z.enum(["memory", "redis"]).default("memory"),
+      redis: z
+        .strictObject({
+          url: z.string().default("redis://127.0.0.1:6379"),
+          prefix: z.string().default("idem:"),
+        })
+        .prefault({}),
+      failMode: z.enum(["closed", "open"]).default("closed"),
+    })
+    .prefault({}),
+  shutdown: z
+    .strictObject({
+      drainTimeout: duration.prefault("30s").describe("How long in-flight attempts may finish on SIGTERM."),
+    })
+    .prefault({}),
+  log: z.strictObject({ level: z.string().default("info") }).prefault({}),
+  defaults: defaultsSchema,
+  routes: z.array(routeSchema).default([]),
+});
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;

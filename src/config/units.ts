@@ -1,0 +1,21 @@
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+
+function parseUnit(value: string, units: Record<string, number>): number | undefined {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$/i.exec(value);
+  if (!m) return undefined;
+  const factor = units[(m[2] as string).toLowerCase()];
+  return factor === undefined ? undefined : Math.round(Number(m[1]) * factor);
+}
+
+/** "10s" → 10000. A bare number is taken as milliseconds. */
+export function parseDuration(value: string | number): number | undefined {
+  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value : undefined;
+  return parseUnit(value, DURATION_UNITS);
+}
+
+/** "1mb" → 1048576. A bare number is taken as bytes. */
+export function parseSize(value: string | number): number | undefined {
+  if (typeof value === "number") return Number.isInteger(value) && value >= 0 ? value : undefined;
+  return parseUnit(value, SIZE_UNITS);
+}

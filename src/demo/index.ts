@@ -1,0 +1,6 @@
+export {
+  type DemoBackendOptions,
+  type DemoStats,
+  type RunningDemoBackend,
+  startDemoBackend,
+} from "./backend.js";

@@ -1,0 +1,171 @@
+/**
+ * Every error the gateway answers with on purpose. Each has a stable `code` that callers and tests
+ * branch on, the HTTP status it maps to, and a title; `gateway/problem.ts` turns them into RFC 9457
+ * problem+json in one place. Anything that is not a GatewayError is a bug and becomes a bare 500.
+ */
+export class GatewayError extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: number,
+    readonly title: string,
+    detail: string,
+    readonly extra: Record<string, unknown> = {},
+    options?: ErrorOptions,
+  ) {
+    super(detail, options);
+    this.name = new.target.name;
+  }
+
+  /** Extra response headers (Retry-After) that belong with this answer. */
+  headers(): Record<string, string> {
+    return {};
+  }
+}
+
+abstract class RetryableError extends GatewayError {
+  abstract readonly retryAfterSeconds: number;
+  override headers(): Record<string, string> {
+    return { "retry-after": String(this.retryAfterSeconds) };
+  }
+}
+
+export class InvalidKeyError extends GatewayError {
+  constructor(header: string, reason: string) {
+    super("INVALID_KEY", 400, "Invalid idempotency key", `${header}: ${reason}`, { header });
+  }
+}
+
+/** A key the route requires is absent or empty; `source` names it as the config does. */
+export class MissingKeyError extends GatewayError {
+  constructor(source: string) {
+    super("MISSING_KEY", 400, "Missing idempotency key", `${source} is missing`, { source });
+  }
+}
+
+/** The body cannot be read the way a key, scope or fingerprint rule needs it. */
+export class InvalidBodyError extends GatewayError {
+  constructor(expected: string, reason: string, options?: ErrorOptions) {
+    super(
+      "INVALID_BODY",
+      400,
+      "Request body cannot be read",
+      `body is not valid ${expected}: ${reason}`,
+      {},
+      options,
+    );
+  }
+}
+
+export class BodyTooLargeError extends GatewayError {
+  constructor(limit: number) {
+    super("BODY_TOO_LARGE", 413, "Request body too large", `the body exceeds ${limit} bytes`, { limit });
+  }
+}
+
+/** The key was used before with a different payload (draft-ietf-httpapi-idempotency-key-header §2.7). */
+export class KeyReusedError extends GatewayError {
+  constructor() {
+    super(
+      "KEY_REUSED",
+      422,
+      "Idempotency key reused with a different payload",
+      "this key was first used with a different request; send a new key for a new operation",
+    );
+  }
+}
+
+export class InFlightError extends RetryableError {
+  constructor(readonly retryAfterSeconds: number) {
+    super(
+      "IN_FLIGHT",
+      409,
+      "Request with this key is still in flight",
+      "an earlier request with this key is being processed; retry later to get its response",
+      { state: "in_flight" },
+    );
+  }
+}
+
+export class OutcomeUnknownError extends RetryableError {
+  readonly retryAfterSeconds = 60;
+  constructor() {
+    super(
+      "OUTCOME_UNKNOWN",
+      409,
+      "Outcome of an earlier request with this key is unknown",
+      "an earlier attempt reached the backend but its answer was lost; it is not repeated automatically",
+      { state: "unknown" },
+    );
+  }
+}
+
+/**
+ * Nothing was sent: the connection was refused or could not be opened. Safe to retry, so the key
+ * is released. Caddy draws the same line in `tryAgain`.
+ */
+export class UpstreamUnreachableError extends GatewayError {
+  constructor(reason: string, options?: ErrorOptions) {
+    super(
+      "UPSTREAM_UNREACHABLE",
+      502,
+      "Upstream unreachable",
+      `the upstream could not be reached: ${reason}`,
+      {},
+      options,
+    );
+  }
+}
+
+/** The request was sent, so the upstream may have acted on it, but no complete answer came back. */
+export class UpstreamFailedError extends GatewayError {
+  constructor(
+    readonly timedOut: boolean,
+    reason: string,
+    options?: ErrorOptions,
+  ) {
+    super(
+      timedOut ? "UPSTREAM_TIMEOUT" : "UPSTREAM_RESET",
+      timedOut ? 504 : 502,
+      timedOut ? "Upstream timed out" : "Upstream connection failed",
+      `the upstream did not answer completely: ${reason}`,
+      {},
+      options,
+    );
+  }
+}
+
+/** A protected request reached the upstream and its answer was lost: the key is now `unknown`. */
+export class UpstreamOutcomeUnknownError extends GatewayError {
+  constructor(cause: UpstreamFailedError) {
+    super(
+      "UPSTREAM_OUTCOME_UNKNOWN",
+      504,
+      "Outcome unknown",
+      `${cause.message}; the request may have been executed, so the key is now in state unknown`,
+      { state: "unknown" },
+      { cause },
+    );
+  }
+}
+
+export class StoreUnavailableError extends RetryableError {
+  readonly retryAfterSeconds = 5;
+  constructor(reason: string, options?: ErrorOptions) {
+    super(
+      "STORE_UNAVAILABLE",
+      503,
+      "Idempotency store unavailable",
+      `the store cannot be reached: ${reason}`,
+      {},
+      options,
+    );
+  }
+}
+
+/** Raised at start, never on a request: the config file is invalid. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join("\n"));
+    this.name = "ConfigError";
+  }
+}

@@ -1,0 +1,144 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { pipeline } from "node:stream/promises";
+import type { HttpBindings } from "@hono/node-server";
+import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
+import { Hono } from "hono";
+import type { Logger } from "pino";
+import type { CompiledRoute, RouteTable } from "../config/index.js";
+import { StoreUnavailableError } from "../errors.js";
+import { deriveKey, type IdempotencyEngine, RequestFields, type RequestView } from "../idempotency/index.js";
+import {
+  type ClientInfo,
+  flatten,
+  responseHeaderPairs,
+  type Upstream,
+  upstreamRequestHeaders,
+} from "../proxy/index.js";
+import type { StoredResponse } from "../store/index.js";
+import { readBody } from "./body.js";
+import { toProblem } from "./problem.js";
+
+export interface GatewayDeps {
+  routes: RouteTable;
+  engine: IdempotencyEngine;
+  upstream: Upstream;
+  failMode: "closed" | "open";
+  logger: Logger;
+  /** Counts requests forwarded without protection because the store was down (failMode: open). */
+  onUnprotected?: (route: string) => void;
+}
+
+type Env = { Bindings: HttpBindings };
+
+function clientInfo(incoming: IncomingMessage): ClientInfo {
+  const encrypted = (incoming.socket as { encrypted?: boolean }).encrypted === true;
+  return {
+    address: incoming.socket.remoteAddress,
+    proto: encrypted ? "https" : "http",
+    host: incoming.headers.host,
+  };
+}
+
+/** Writes a stored (or just stored) response; first answers and replays go out byte for byte alike. */
+function writeStored(outgoing: ServerResponse, response: StoredResponse, replayed: boolean): void {
+  const headers = flatten(response.headers);
+  if (replayed) headers.push("idempotent-replayed", "true");
+  const bodyless = response.status === 204 || response.status === 304 || response.status < 200;
+  if (!bodyless) headers.push("content-length", String(response.body.byteLength));
+  outgoing.writeHead(response.status, headers);
+  outgoing.end(bodyless ? undefined : response.body);
+}
+
+function isProtected(route: CompiledRoute, method: string, incoming: IncomingMessage): boolean {
+  if (!route.protect || !route.settings.methods.has(method)) return false;
+  if (!route.fallback) return true;
+  const header = route.settings.key.header;
+  return header !== false && incoming.headers[header.toLowerCase()] !== undefined;
+}
+
+/** Builds the Hono app that proxies every request, protecting the routes the config names. */
+export function createApp(deps: GatewayDeps): Hono<Env> {
+  const { routes, engine, upstream, logger } = deps;
+  const app = new Hono<Env>();
+
+  async function passThrough(incoming: IncomingMessage, outgoing: ServerResponse): Promise<Response> {
+    const hasBody =
+      incoming.headers["content-length"] !== undefined || incoming.headers["transfer-encoding"] !== undefined;
+    const res = await upstream.send({
+      method: incoming.method as string,
+      path: incoming.url as string,
+      headers: upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming), false),
+      body: hasBody ? incoming : null,
+    });
+    outgoing.writeHead(res.statusCode, flatten(responseHeaderPairs(res.headers, false)));
+    // Streamed both ways: neither body is held in memory on a pass-through route.
+    await pipeline(res.body, outgoing).catch((err) =>
+      logger.debug({ err }, "pass-through stream ended early"),
+    );
+    return RESPONSE_ALREADY_SENT;
+  }
+
+  async function forwardBuffered(incoming: IncomingMessage, body: Uint8Array): Promise<StoredResponse> {
+    return upstream.sendBuffered({
+      method: incoming.method as string,
+      path: incoming.url as string,
+      headers: upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming), true),
+      body,
+    });
+  }
+
+  app.all("*", async function idempotency(c) {
+    const { incoming, outgoing } = c.env;
+    const method = incoming.method as string;
+    const url = incoming.url as string;
+    const q = url.indexOf("?");
+    const path = q < 0 ? url : url.slice(0, q);
+    const { route, params } = routes.match(method, path);
+    if (!isProtected(route, method, incoming)) return passThrough(incoming, outgoing);
+
+    const body = await readBody(incoming, route.settings.maxBodySize);
+    const view: RequestView = {
+      method,
+      path,
+      rawQuery: q < 0 ? "" : url.slice(q + 1),
+      header: (name) => {
+        const v = incoming.headers[name];
+        return Array.isArray(v) ? v.join(", ") : v;
+      },
+      params,
+      body,
+    };
+    const key = deriveKey(route, new RequestFields(view));
+    if (!key) {
+      writeStored(outgoing, await forwardBuffered(incoming, body), false);
+      return RESPONSE_ALREADY_SENT;
+    }
+    try {
+      const result = await engine.handle(route.settings, key.storeKey, key.fingerprint, () =>
+        forwardBuffered(incoming, body),
+      );
+      writeStored(outgoing, result.response, result.replayed);
+      logger.debug({ route: route.name, key: key.storeKey, outcome: result.outcome }, "protected request");
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError) || deps.failMode !== "open") throw err;
+      // failMode: open trades exactly-once for availability while the store is down.
+      deps.onUnprotected?.(route.name);
+      logger.warn({ route: route.name, err: err.message }, "store unavailable, forwarding unprotected");
+      writeStored(outgoing, await forwardBuffered(incoming, body), false);
+    }
+    return RESPONSE_ALREADY_SENT;
+  });
+
+  app.onError((err, c) => {
+    const outgoing = c.env?.outgoing;
+    if (outgoing?.headersSent) {
+      outgoing.destroy(err);
+      return RESPONSE_ALREADY_SENT;
+    }
+    const problem = toProblem(err, c.env?.incoming?.url);
+    if (problem.status >= 500) logger.error({ err }, "request failed");
+    return new Response(problem.body, { status: problem.status, headers: problem.headers });
+  });
+
+  return app;
+}

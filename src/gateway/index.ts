@@ -1,0 +1,3 @@
+export { createApp, type GatewayDeps } from "./app.js";
+export { PROBLEM_TYPE_PREFIX, toProblem } from "./problem.js";
+export { type RunningGateway, type StartOptions, startGateway } from "./server.js";

@@ -1,0 +1,78 @@
+import type { CompiledRoute } from "../config/index.js";
+import { MissingKeyError } from "../errors.js";
+import { canonicalJson, sha256 } from "./canonical.js";
+import { parseIdempotencyKey } from "./key-header.js";
+import { isMissing, type RequestFields } from "./request.js";
+
+/** A request's identity under one route. `material` is what the operator knows; only `storeKey` is stored. */
+export interface DerivedKey {
+  storeKey: string;
+  kind: "header" | "derived";
+  material: readonly unknown[];
+  scope: readonly unknown[];
+  fingerprint: string;
+}
+
+function required(
+  fields: RequestFields,
+  source: { text: string } & Parameters<RequestFields["get"]>[0],
+): unknown {
+  const value = fields.get(source);
+  if (isMissing(value)) throw new MissingKeyError(source.text);
+  return value;
+}
+
+/**
+ * Finds the key of a request on a protected route, or undefined when the route lets it through
+ * unprotected (no key header, no derivation rule, key not required). A present header wins over
+ * `key.from` unless `key.header` is false. A route with `key.from` needs every field: a request
+ * missing one gets 400 naming it, never a silent pass-through.
+ */
+export function deriveKey(route: CompiledRoute, fields: RequestFields): DerivedKey | undefined {
+  const rule = route.settings.key;
+  let kind: DerivedKey["kind"] | undefined;
+  let material: unknown[] = [];
+  if (rule.header !== false) {
+    const raw = fields.req.header(rule.header.toLowerCase());
+    if (raw !== undefined) {
+      kind = "header";
+      material = [parseIdempotencyKey(raw, rule.header)];
+    }
+  }
+  if (kind === undefined && rule.from.length > 0) {
+    kind = "derived";
+    material = rule.from.map((source) => required(fields, source));
+  }
+  if (kind === undefined) {
+    if (rule.required) throw new MissingKeyError(rule.header === false ? "key" : `header:${rule.header}`);
+    return undefined;
+  }
+  const scope = route.settings.scope.map((source) => required(fields, source));
+  return {
+    storeKey: sha256(canonicalJson([route.name, scope, kind, material])),
+    kind,
+    material,
+    scope,
+    fingerprint: fingerprint(route, fields),
+  };
+}
+
+/** Hash of the parts that must be equal for a retry to count as the same request. */
+export function fingerprint(route: CompiledRoute, fields: RequestFields): string {
+  const { req } = fields;
+  const parts = route.settings.fingerprint.map((part) => {
+    switch (part) {
+      case "method":
+        return req.method;
+      case "path":
+        return req.path;
+      case "query":
+        return req.rawQuery;
+      case "body":
+        return sha256(req.body);
+      default:
+        return [part.text, fields.get(part) ?? null];
+    }
+  });
+  return sha256(canonicalJson(parts));
+}

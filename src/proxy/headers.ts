@@ -1,0 +1,99 @@
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message, so a proxy must not
+ * pass them on. Each entry with its reason, as Caddy's `hopHeaders` does.
+ */
+const HOP_BY_HOP = new Set([
+  "connection", // lists more hop-by-hop headers; read before removal
+  "keep-alive", // this connection's keep-alive parameters
+  "proxy-authenticate", // a challenge from this hop
+  "proxy-authorization", // credentials meant for this hop
+  "proxy-connection", // non-standard but still sent by some clients
+  "te", // what this hop accepts in transfer codings
+  "trailer", // trailers are not forwarded
+  "transfer-encoding", // the framing is re-done on each connection
+  "upgrade", // protocol switches are per connection and not proxied
+]);
+
+function connectionListed(value: string | string[] | undefined): Set<string> {
+  const out = new Set<string>();
+  for (const v of Array.isArray(value) ? value : value ? [value] : []) {
+    for (const token of v.split(",")) if (token.trim()) out.add(token.trim().toLowerCase());
+  }
+  return out;
+}
+
+export interface ClientInfo {
+  address: string | undefined;
+  proto: string;
+  host: string | undefined;
+}
+
+/**
+ * Headers to send upstream, from Node's flat rawHeaders (name, value, name, value…), order and
+ * case kept. Also removed: `host` (the upstream's own is set), `expect` (Node already answered
+ * 100-continue, and undici refuses it), and `content-length` when the body is re-sent from a buffer.
+ */
+export function upstreamRequestHeaders(
+  raw: readonly string[],
+  client: ClientInfo,
+  buffered: boolean,
+): string[] {
+  let connection: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    if ((raw[i] as string).toLowerCase() === "connection") connection.push(raw[i + 1] as string);
+  }
+  const listed = connectionListed(connection);
+  connection = [];
+  const out: string[] = [];
+  const forwardedFor: string[] = [];
+  let proto: string | undefined;
+  let host: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const value = raw[i + 1] as string;
+    const lower = name.toLowerCase();
+    if (HOP_BY_HOP.has(lower) || listed.has(lower) || lower === "host" || lower === "expect") continue;
+    if (buffered && lower === "content-length") continue;
+    if (lower === "x-forwarded-for") forwardedFor.push(value);
+    else if (lower === "x-forwarded-proto") proto ??= value;
+    else if (lower === "x-forwarded-host") host ??= value;
+    else out.push(name, value);
+  }
+  if (client.address) forwardedFor.push(client.address);
+  if (forwardedFor.length) out.push("x-forwarded-for", forwardedFor.join(", "));
+  out.push("x-forwarded-proto", proto ?? client.proto);
+  if (host ?? client.host) out.push("x-forwarded-host", (host ?? client.host) as string);
+  return out;
+}
+
+/**
+ * Response headers as [name, value] pairs in the order and case the upstream sent them, hop-by-hop
+ * ones removed, and `content-length` too when the body is re-framed. Takes the flat raw list
+ * (name, value, …) or, where only that is at hand, a parsed object.
+ */
+export function responseHeaderPairs(
+  headers: readonly (string | Buffer)[] | Record<string, string | string[] | undefined>,
+  dropContentLength: boolean,
+): [string, string][] {
+  const pairs: [string, string][] = [];
+  if (Array.isArray(headers)) {
+    for (let i = 0; i + 1 < headers.length; i += 2) pairs.push([String(headers[i]), String(headers[i + 1])]);
+  } else {
+    for (const [name, value] of Object.entries(headers)) {
+      if (Array.isArray(value)) for (const v of value) pairs.push([name, v]);
+      else if (value !== undefined) pairs.push([name, value]);
+    }
+  }
+  const listed = connectionListed(pairs.filter(([n]) => n.toLowerCase() === "connection").map(([, v]) => v));
+  return pairs.filter(([name]) => {
+    const lower = name.toLowerCase();
+    return !HOP_BY_HOP.has(lower) && !listed.has(lower) && !(dropContentLength && lower === "content-length");
+  });
+}
+
+/** Pairs to the flat list Node's `writeHead` takes, which keeps order and repeated names. */
+export function flatten(pairs: readonly (readonly [string, string])[]): string[] {
+  const out: string[] = [];
+  for (const [name, value] of pairs) out.push(name, value);
+  return out;
+}

@@ -1,0 +1,132 @@
+import type { Readable } from "node:stream";
+import { type Dispatcher, Pool } from "undici";
+import { type GatewayError, UpstreamFailedError, UpstreamUnreachableError } from "../errors.js";
+import type { StoredResponse } from "../store/types.js";
+import { responseHeaderPairs } from "./headers.js";
+
+export interface UpstreamOptions {
+  url: string;
+  timeoutMs: number;
+  connections: number;
+}
+
+export interface OutboundRequest {
+  method: string;
+  /** Path and query as received; the upstream URL's own path is put in front. */
+  path: string;
+  headers: string[];
+  body: Uint8Array | Readable | null;
+}
+
+/**
+ * Error codes raised before any byte of the request was written: the upstream cannot have acted.
+ * Everything else happened on an open connection and is treated as "the request may have arrived".
+ */
+const NOTHING_SENT = new Set([
+  "ECONNREFUSED",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EADDRNOTAVAIL",
+  "UND_ERR_CONNECT_TIMEOUT",
+]);
+const TIMEOUTS = new Set(["UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT"]);
+
+function errorCode(err: unknown): string | undefined {
+  let e: unknown = err;
+  for (let depth = 0; depth < 3 && e; depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && code !== "UND_ERR") return code;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** The typed wrapper for an upstream failure, decided by error code only. */
+export function classifyUpstreamError(err: unknown): GatewayError {
+  if (err instanceof UpstreamUnreachableError || err instanceof UpstreamFailedError) return err;
+  const code = errorCode(err) ?? "unknown error";
+  if (NOTHING_SENT.has(code)) return new UpstreamUnreachableError(code, { cause: err });
+  return new UpstreamFailedError(TIMEOUTS.has(code), code, { cause: err });
+}
+
+/** One upstream origin behind a keep-alive pool. */
+export class Upstream {
+  private readonly pool: Pool;
+  private readonly basePath: string;
+
+  constructor(readonly options: UpstreamOptions) {
+    const url = new URL(options.url);
+    this.basePath = url.pathname.replace(/\/+$/, "");
+    this.pool = new Pool(url.origin, {
+      connections: options.connections,
+      headersTimeout: options.timeoutMs,
+      bodyTimeout: options.timeoutMs,
+      connectTimeout: Math.min(options.timeoutMs, 10_000),
+    });
+  }
+
+  /** Sends a request and returns the streaming response. Throws a classified GatewayError. */
+  async send(req: OutboundRequest): Promise<Dispatcher.ResponseData> {
+    try {
+      return await this.pool.request({
+        method: req.method as Dispatcher.HttpMethod,
+        path: this.basePath + req.path,
+        headers: req.headers,
+        body: req.body,
+      });
+    } catch (err) {
+      throw classifyUpstreamError(err);
+    }
+  }
+
+  /**
+   * Sends a request and reads the whole response, for storing. A dispatch handler rather than
+   * `request()`, because only the raw header list keeps the upstream's header order and case,
+   * which a replay must reproduce.
+   */
+  sendBuffered(req: OutboundRequest): Promise<StoredResponse> {
+    return new Promise((resolve, reject) => {
+      let status = 0;
+      let headers: [string, string][] = [];
+      const chunks: Buffer[] = [];
+      let size = 0;
+      this.pool.dispatch(
+        {
+          method: req.method as Dispatcher.HttpMethod,
+          path: this.basePath + req.path,
+          headers: req.headers,
+          body: req.body,
+        },
+        {
+          // Its presence is what makes undici treat this as a handler of the current API.
+          onRequestStart() {},
+          onResponseStart(controller, statusCode, parsed) {
+            status = statusCode;
+            const raw = controller.rawHeaders;
+            headers = responseHeaderPairs(Array.isArray(raw) ? raw : parsed, true);
+          },
+          onResponseData(_controller, chunk) {
+            chunks.push(chunk);
+            size += chunk.length;
+          },
+          onResponseEnd() {
+            resolve({
+              status,
+              headers,
+              body: chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size),
+            });
+          },
+          onResponseError(_controller, err) {
+            reject(classifyUpstreamError(err));
+          },
+        },
+      );
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+}

@@ -1,0 +1,12 @@
+import type { Config } from "../config/index.js";
+import { MemoryStore } from "./memory.js";
+import type { IdempotencyStore } from "./types.js";
+
+export { MemoryStore, type MemoryStoreOptions } from "./memory.js";
+export * from "./types.js";
+
+/** The one way into a store. The Redis store is loaded only when asked for, so memory never pulls in ioredis. */
+export async function createStore(config: Config["store"]): Promise<IdempotencyStore> {
+  if (config.kind === "memory") return new MemoryStore();
+  throw new Error(`store kind "${config.kind}" is not available in this build`);
+}

@@ -1,0 +1,59 @@
+/** A response as stored and replayed: header order and duplicates kept, body as raw bytes. */
+export interface StoredResponse {
+  status: number;
+  headers: readonly (readonly [string, string])[];
+  body: Uint8Array;
+}
+
+export const RecordState = {
+  /** An attempt holds the lease and is forwarding. */
+  InFlight: "in_flight",
+  /** A response is stored and replayed until the TTL ends. */
+  Completed: "completed",
+  /** An attempt sent the request but never learned the outcome (or its gateway died holding the lease). */
+  Unknown: "unknown",
+} as const;
+export type RecordState = (typeof RecordState)[keyof typeof RecordState];
+
+interface RecordBase {
+  fingerprint: string;
+  createdAt: number;
+  expiresAt: number;
+}
+export type StoredRecord =
+  | (RecordBase & { state: typeof RecordState.InFlight })
+  | (RecordBase & { state: typeof RecordState.Completed; response: StoredResponse })
+  | (RecordBase & { state: typeof RecordState.Unknown });
+
+export interface Lease {
+  fingerprint: string;
+  /** How long the lease lasts unless extended. */
+  leaseMs: number;
+  /** How long the record lives if the attempt ends `unknown` (the route's ttl). */
+  ttlMs: number;
+  /** Whether an `unknown` record may be taken over by this attempt (onUnknown: retry). */
+  takeOverUnknown: boolean;
+}
+
+export type BeginResult = { acquired: true; token: string } | { acquired: false; record: StoredRecord };
+
+/**
+ * What the engine asks of a store. Every write that ends an attempt names the attempt's token and
+ * does nothing (returns false) when the record is no longer that attempt's: an attempt that lost
+ * its lease cannot overwrite or release the record of the one that took over (fencing).
+ */
+export interface IdempotencyStore {
+  readonly kind: string;
+  get(key: string): Promise<StoredRecord | undefined>;
+  /** Atomically: if the key is free, take the lease and mark it in flight; else return what is there. */
+  begin(key: string, lease: Lease): Promise<BeginResult>;
+  extend(key: string, token: string, leaseMs: number): Promise<boolean>;
+  complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean>;
+  markUnknown(key: string, token: string): Promise<boolean>;
+  release(key: string, token: string): Promise<boolean>;
+  /** Resolves once the key is no longer in flight, with its record then (undefined: released). */
+  waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined>;
+  /** Removes a record whatever its state (operator action). */
+  purge(key: string): Promise<boolean>;
+  close(): Promise<void>;
+}

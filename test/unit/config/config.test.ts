@@ -1,0 +1,180 @@
+import { describe, expect, it } from "vitest";
+import {
+  cachePredicate,
+  parseConfig,
+  parseConfigText,
+  parseDuration,
+  parseSize,
+  RouteTable,
+} from "../../../src/config/index.js";
+import { ConfigError } from "../../../src/errors.js";
+
+const base = { upstream: { url: "http://127.0.0.1:9000" } };
+
+function problems(raw: unknown): string[] {
+  try {
+    parseConfig(raw);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error("config was accepted");
+}
+
+describe("config", () => {
+  it("fills every default", () => {
+    const c = parseConfig(base);
+    expect(c.defaults).toMatchObject({
+      methods: ["POST", "PUT", "PATCH", "DELETE"],
+      ttl: 86_400_000,
+      lockTtl: 10_000,
+      concurrent: "wait",
+      waitTimeout: 25_000,
+      maxBodySize: 1024 * 1024,
+      onUnknown: "reject",
+    });
+    expect(c.upstream.timeout).toBe(60_000);
+    expect(c.store).toMatchObject({ kind: "memory", failMode: "closed", redis: { prefix: "idem:" } });
+  });
+
+  it.each([
+    [
+      { routes: [{ name: "x", match: { path: "/x" }, key: { from: ["bdy:/x"] } }] },
+      'routes[0].key.from[0]: unknown source "bdy:/x" (expected header:, body:, form:, query:, path:)',
+    ],
+    [{ defaults: { ttl: "10 parsecs" } }, 'defaults.ttl: invalid duration "10 parsecs"'],
+    [{ defaults: { maxBodySize: "lots" } }, 'defaults.maxBodySize: invalid size "lots"'],
+    [
+      { routes: [{ name: "x", match: { path: "x" } }] },
+      'routes[0].match.path: a path pattern starts with "/"',
+    ],
+    [
+      { routes: [{ name: "x", match: { path: "/x" }, key: { from: ["body:x"] } }] },
+      'routes[0].key.from[0]: a JSON pointer starts with "/"',
+    ],
+    [{ routes: [{ name: "x", match: { path: "/x" }, cache: ["2xy"] }] }, "routes[0].cache[0]"],
+    [{ routes: [{ name: "x", match: { path: "/x" }, colour: "red" }] }, "routes[0]: Unrecognized key"],
+    [{ defaults: { concurrent: "maybe" } }, "defaults.concurrent"],
+    [
+      {
+        routes: [
+          { name: "a", match: { path: "/a" } },
+          { name: "a", match: { path: "/b" } },
+        ],
+      },
+      'routes[1].name: duplicate route name "a"',
+    ],
+  ])("names the path of a bad value (%#)", (raw, expected) => {
+    expect(problems({ ...base, ...raw }).join("\n")).toContain(expected);
+  });
+
+  it("asks for the upstream when none is given", () => {
+    expect(problems({})).toContain("upstream: required: set upstream.url, --upstream or UPSTREAM_URL");
+  });
+
+  it("reports YAML syntax errors without a stack trace", () => {
+    expect(() => parseConfigText("routes: [", "bad.yaml")).toThrow(ConfigError);
+  });
+
+  it("lets overrides win over the file", () => {
+    const c = parseConfig(base, {
+      port: 0,
+      upstream: "http://127.0.0.1:1",
+      store: "redis",
+      redis: "redis://x:1",
+    });
+    expect(c.listen.port).toBe(0);
+    expect(c.upstream.url).toBe("http://127.0.0.1:1");
+    expect(c.store.kind).toBe("redis");
+    expect(c.store.redis.url).toBe("redis://x:1");
+  });
+
+  it.each([
+    ["500ms", 500],
+    ["10s", 10_000],
+    ["5m", 300_000],
+    ["24h", 86_400_000],
+    ["7d", 604_800_000],
+    [250, 250],
+    ["ten", undefined],
+  ])("parses the duration %s", (text, ms) => {
+    expect(parseDuration(text)).toBe(ms);
+  });
+
+  it.each([
+    ["1mb", 1_048_576],
+    ["512kb", 524_288],
+    ["10b", 10],
+    ["1tb", undefined],
+  ])("parses the size %s", (text, bytes) => {
+    expect(parseSize(text)).toBe(bytes);
+  });
+});
+
+describe("cache list", () => {
+  const cache = cachePredicate(["2xx", "4xx"]);
+  it.each([
+    [200, true],
+    [201, true],
+    [404, true],
+    [422, true],
+    [408, false],
+    [409, false],
+    [425, false],
+    [429, false],
+    [500, false],
+    [503, false],
+    [302, false],
+  ])("status %i cached: %s", (status, cached) => {
+    expect(cache(status)).toBe(cached);
+  });
+
+  it("caches an excluded status when it is listed exactly", () => {
+    expect(cachePredicate(["2xx", 409])(409)).toBe(true);
+  });
+});
+
+describe("route table", () => {
+  const table = new RouteTable(
+    parseConfig({
+      ...base,
+      routes: [
+        { name: "cb", match: { method: "POST", path: "/callbacks/:robot" } },
+        { name: "files", match: { path: "/files/*" }, protect: false },
+        { name: "any-inv", match: { path: "/invoices" } },
+        { name: "later", match: { path: "/invoices" } },
+      ],
+    }),
+  );
+
+  it("matches named params and decodes them", () => {
+    const m = table.match("POST", "/callbacks/robot%2042");
+    expect(m.route.name).toBe("cb");
+    expect(m.params).toEqual({ robot: "robot 42" });
+  });
+
+  it("skips a route whose method does not match", () => {
+    expect(table.match("GET", "/callbacks/r1").route.fallback).toBe(true);
+  });
+
+  it("lets the first match win", () => {
+    expect(table.match("PUT", "/invoices").route.name).toBe("any-inv");
+  });
+
+  it("matches a trailing wildcard", () => {
+    expect(table.match("GET", "/files/a/b.txt").params).toEqual({ "*": "a/b.txt" });
+  });
+
+  it("does not treat pattern characters as regex", () => {
+    const t = new RouteTable(parseConfig({ ...base, routes: [{ name: "dot", match: { path: "/a.b" } }] }));
+    expect(t.match("POST", "/axb").route.fallback).toBe(true);
+    expect(t.match("POST", "/a.b").route.name).toBe("dot");
+  });
+
+  it("gives unmatched requests the fallback route, which derives no keys", () => {
+    const t = new RouteTable(
+      parseConfig({ ...base, defaults: { key: { from: ["body:/id"], required: true } } }),
+    );
+    expect(t.fallback.settings.key).toMatchObject({ from: [], required: false });
+  });
+});

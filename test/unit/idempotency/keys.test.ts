@@ -1,0 +1,116 @@
+import { describe, expect, it } from "vitest";
+import { parseConfig, RouteTable } from "../../../src/config/index.js";
+import { InvalidBodyError, MissingKeyError } from "../../../src/errors.js";
+import { canonicalJson, deriveKey, RequestFields, type RequestView } from "../../../src/idempotency/index.js";
+
+function route(r: Record<string, unknown>) {
+  const table = new RouteTable(
+    parseConfig({
+      upstream: { url: "http://127.0.0.1:1" },
+      routes: [{ name: "r", match: { path: "/x" }, ...r }],
+    }),
+  );
+  return table.routes[0] as NonNullable<(typeof table.routes)[0]>;
+}
+
+function req(over: Partial<RequestView> & { headers?: Record<string, string> } = {}): RequestFields {
+  const headers = over.headers ?? {};
+  return new RequestFields({
+    method: "POST",
+    path: "/x",
+    rawQuery: "",
+    params: {},
+    body: Buffer.alloc(0),
+    header: (name) => headers[name],
+    ...over,
+  });
+}
+
+const json = (v: unknown) => Buffer.from(JSON.stringify(v));
+
+describe("canonical encoding", () => {
+  it("ignores object key order and keeps JSON types", () => {
+    expect(canonicalJson({ b: 1, a: [{ d: 1, c: 2 }] })).toBe(canonicalJson({ a: [{ c: 2, d: 1 }], b: 1 }));
+    expect(canonicalJson([42])).not.toBe(canonicalJson(["42"]));
+  });
+});
+
+describe("key derivation", () => {
+  const invoice = route({ key: { from: ["body:/invoiceNumber", "body:/transactionId"] } });
+
+  it("derives the same key from the same business fields, whatever else changes", () => {
+    const a = deriveKey(invoice, req({ body: json({ invoiceNumber: "A1", transactionId: 7, ts: 1 }) }));
+    const b = deriveKey(invoice, req({ body: json({ ts: 2, transactionId: 7, invoiceNumber: "A1" }) }));
+    expect(a?.storeKey).toBe(b?.storeKey);
+    expect(a?.kind).toBe("derived");
+    expect(a?.material).toEqual(["A1", 7]);
+  });
+
+  it('keeps JSON types apart: 7 and "7" are different keys', () => {
+    const a = deriveKey(invoice, req({ body: json({ invoiceNumber: "A1", transactionId: 7 }) }));
+    const b = deriveKey(invoice, req({ body: json({ invoiceNumber: "A1", transactionId: "7" }) }));
+    expect(a?.storeKey).not.toBe(b?.storeKey);
+  });
+
+  it("lets a present header win over derived fields", () => {
+    const k = deriveKey(
+      invoice,
+      req({ headers: { "idempotency-key": "k1" }, body: Buffer.from("not json") }),
+    );
+    expect(k).toMatchObject({ kind: "header", material: ["k1"] });
+  });
+
+  it("ignores the header when key.header is false", () => {
+    const r = route({ key: { header: false, from: ["path:robot"] } });
+    const k = deriveKey(r, req({ headers: { "idempotency-key": "k1" }, params: { robot: "r7" } }));
+    expect(k).toMatchObject({ kind: "derived", material: ["r7"] });
+  });
+
+  it.each([
+    [{ invoiceNumber: "A1" }, "body:/transactionId is missing"],
+    [{ invoiceNumber: "", transactionId: 1 }, "body:/invoiceNumber is missing"],
+    [{ invoiceNumber: null, transactionId: 1 }, "body:/invoiceNumber is missing"],
+  ])("names the missing field (%j)", (body, message) => {
+    expect(() => deriveKey(invoice, req({ body: json(body) }))).toThrow(MissingKeyError);
+    expect(() => deriveKey(invoice, req({ body: json(body) }))).toThrow(message);
+  });
+
+  it("names the JSON parse error of a body it needs", () => {
+    expect(() => deriveKey(invoice, req({ body: Buffer.from("{nope") }))).toThrow(InvalidBodyError);
+  });
+
+  it("needs the header when required and nothing else is configured", () => {
+    expect(() => deriveKey(route({ key: { required: true } }), req())).toThrow(
+      "header:Idempotency-Key is missing",
+    );
+  });
+
+  it("lets a request without a key through when the key is optional", () => {
+    expect(deriveKey(route({}), req())).toBeUndefined();
+  });
+
+  it("partitions keys by scope", () => {
+    const r = route({ scope: ["header:X-Tenant-Id"] });
+    const a = deriveKey(r, req({ headers: { "idempotency-key": "k", "x-tenant-id": "t1" } }));
+    const b = deriveKey(r, req({ headers: { "idempotency-key": "k", "x-tenant-id": "t2" } }));
+    expect(a?.storeKey).not.toBe(b?.storeKey);
+    expect(() => deriveKey(r, req({ headers: { "idempotency-key": "k" } }))).toThrow(
+      "header:X-Tenant-Id is missing",
+    );
+  });
+
+  it("fingerprints only the listed parts", () => {
+    const r = route({ key: { from: ["body:/id"] }, fingerprint: ["body:/amount"] });
+    const a = deriveKey(r, req({ body: json({ id: 1, amount: 10, ts: 1 }) }));
+    const b = deriveKey(r, req({ body: json({ id: 1, amount: 10, ts: 2 }) }));
+    const c = deriveKey(r, req({ body: json({ id: 1, amount: 11, ts: 1 }) }));
+    expect(a?.fingerprint).toBe(b?.fingerprint);
+    expect(a?.fingerprint).not.toBe(c?.fingerprint);
+  });
+
+  it("never puts the raw client string in the store key", () => {
+    const k = deriveKey(route({}), req({ headers: { "idempotency-key": "secret-key-material" } }));
+    expect(k?.storeKey).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(k?.storeKey).not.toContain("secret");
+  });
+});

@@ -73,7 +73,7 @@ export class IdempotencyEngine {
     let waited = false;
     let deadline: number | undefined;
     for (;;) {
-      if (record && record.fingerprint !== fingerprint) throw new KeyReusedError();
+      if (record?.fingerprint !== undefined && record.fingerprint !== fingerprint) throw new KeyReusedError();
       const retryUnknown = record?.state === RecordState.Unknown && settings.onUnknown === "retry";
       if (record === undefined || retryUnknown) {
         const begun = await this.store.begin(key, {

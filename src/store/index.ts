@@ -8,5 +8,9 @@ export * from "./types.js";
 /** The one way into a store. The Redis store is loaded only when asked for, so memory never pulls in ioredis. */
 export async function createStore(config: Config["store"]): Promise<IdempotencyStore> {
   if (config.kind === "memory") return new MemoryStore();
-  throw new Error(`store kind "${config.kind}" is not available in this build`);
+  const { RedisStore } = await import("./redis.js");
+  const store = new RedisStore({ url: config.redis.url, prefix: config.redis.prefix });
+  // Not reachable yet is not fatal: requests get 503 (or pass, failMode: open) until it is.
+  await store.connect();
+  return store;
 }

@@ -21,7 +21,14 @@ interface RecordBase {
   expiresAt: number;
 }
 export type StoredRecord =
-  | (RecordBase & { state: typeof RecordState.InFlight })
+  /**
+   * `fingerprint` is undefined in the moment between another attempt taking the lease and
+   * writing its record: its payload is not known yet, so it cannot be compared.
+   */
+  | (Omit<RecordBase, "fingerprint"> & {
+      state: typeof RecordState.InFlight;
+      fingerprint: string | undefined;
+    })
   | (RecordBase & { state: typeof RecordState.Completed; response: StoredResponse })
   | (RecordBase & { state: typeof RecordState.Unknown });
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env node
+import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import {
+  type CompiledRoute,
   type Config,
+  configWarnings,
   envOverrides,
   loadConfig,
   type Overrides,
@@ -11,7 +14,8 @@ import {
 } from "./config/index.js";
 import { startDemoBackend } from "./demo/index.js";
 import { ConfigError } from "./errors.js";
-import { startGateway } from "./gateway/index.js";
+import { startGateway, toProblem } from "./gateway/index.js";
+import { type Explanation, explain } from "./idempotency/index.js";
 
 /** The config shipped with the package, used when --config is not given. */
 export const EMBEDDED_CONFIG = fileURLToPath(new URL("../config/gateway.yaml", import.meta.url));
@@ -68,6 +72,7 @@ async function load(file: string, flags: Overrides): Promise<Config> {
 
 async function serveCommand(opts: { config: string } & Overrides): Promise<void> {
   const config = await load(opts.config, opts);
+  for (const warning of configWarnings(config)) process.stderr.write(`warning: ${warning}\n`);
   const gateway = await startGateway(config);
   process.stdout.write(
     `idempotency-gateway listening on ${gateway.url} (upstream ${config.upstream.url}, store ${config.store.kind})\n`,
@@ -89,21 +94,87 @@ async function serveCommand(opts: { config: string } & Overrides): Promise<void>
   process.on("SIGINT", () => stop("SIGINT"));
 }
 
-async function checkConfigCommand(opts: { config: string }): Promise<void> {
+function routeLine(r: CompiledRoute): string {
+  const methods = r.matchMethods ? [...r.matchMethods].join(",") : "*";
+  if (!r.protect) return `  ${r.name}: ${methods} ${r.pattern} pass-through`;
+  const s = r.settings;
+  const key = [
+    ...(s.key.header === false ? [] : [`header:${s.key.header}`]),
+    ...s.key.from.map((f) => f.text),
+  ];
+  const fingerprint = s.fingerprint.map((p) => (typeof p === "string" ? p : p.text));
+  return (
+    `  ${r.name}: ${methods} ${r.pattern} protects ${[...s.methods].join(",")}; ` +
+    `key ${key.join(" | ") || "(none)"}${s.key.required ? " (required)" : ""}; ` +
+    `scope [${s.scope.map((x) => x.text).join(", ")}]; fingerprint [${fingerprint.join(", ")}]`
+  );
+}
+
+function explanationLines(ex: Explanation, method: string, url: string, bodySize: number): string[] {
+  const at = ex.pattern === "*" ? "no route matched: defaults apply" : `route ${ex.route} (${ex.pattern})`;
+  const lines = [`${method.toUpperCase()} ${url} -> ${at}, ${ex.protected ? "protected" : "pass-through"}`];
+  const show = (v: unknown) => JSON.stringify(v);
+  if (Object.keys(ex.params).length) lines.push(`  params: ${show(ex.params)}`);
+  if (ex.error !== undefined) {
+    const problem = toProblem(ex.error);
+    const body = JSON.parse(problem.body) as { code: string; detail?: string };
+    lines.push(`  answer: ${problem.status} ${body.code}: ${body.detail ?? ""}`, `  ${problem.body}`);
+    return lines;
+  }
+  if (!ex.protected) return lines;
+  if (!ex.key) {
+    lines.push("  no key: forwarded unprotected (the key is optional on this route)");
+    return lines;
+  }
+  lines.push(`  key (${ex.key.kind}):`, ...ex.key.sources.map((p) => `    ${p.source} = ${show(p.value)}`));
+  if (ex.key.scope.length)
+    lines.push("  scope:", ...ex.key.scope.map((p) => `    ${p.source} = ${show(p.value)}`));
+  const part = (p: { part: string; value: unknown }) =>
+    p.part === "body"
+      ? `    body = ${bodySize} bytes, sha256 ${String(p.value)}`
+      : `    ${p.part} = ${show(p.value)}`;
+  lines.push("  fingerprint:", ...(ex.fingerprint ?? []).map(part));
+  lines.push(`  stored key: ${ex.key.storeKey}`);
+  return lines;
+}
+
+function headerPair(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const colon = value.indexOf(":");
+  if (colon <= 0) throw new InvalidArgumentError('expected "Name: value"');
+  return { ...previous, [value.slice(0, colon).trim()]: value.slice(colon + 1).trim() };
+}
+
+interface CheckConfigFlags {
+  config: string;
+  explain?: string[];
+  body?: string;
+  header?: Record<string, string>;
+}
+
+async function checkConfigCommand(opts: CheckConfigFlags): Promise<void> {
   const config = await load(opts.config, {});
   const table = new RouteTable(config);
-  const lines = [`${opts.config}: ok (${table.routes.length} routes, store ${config.store.kind})`];
-  for (const r of table.routes) {
-    const methods = r.matchMethods ? [...r.matchMethods].join(",") : "*";
-    const s = r.settings;
-    const key = s.key.header === false ? [] : [`header:${s.key.header}`];
-    const from = s.key.from.map((f) => f.text);
-    lines.push(
-      r.protect
-        ? `  ${r.name}: ${methods} ${r.pattern} key=${[...key, ...from].join(" | ") || "(none)"}${s.key.required ? " (required)" : ""} scope=[${s.scope.map((x) => x.text).join(", ")}]`
-        : `  ${r.name}: ${methods} ${r.pattern} pass-through`,
+  const warnings = configWarnings(config).map((w) => `warning: ${w}`);
+  if (opts.explain) {
+    const [method, url, ...rest] = opts.explain;
+    if (!method || !url || rest.length || !url.startsWith("/"))
+      fail("--explain takes METHOD PATH, e.g. --explain POST /invoices");
+    let body: Uint8Array = new Uint8Array();
+    if (opts.body) {
+      try {
+        body = await readFile(opts.body);
+      } catch (err) {
+        fail(`--body ${opts.body}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+      }
+    }
+    const ex = explain(table, { method, url, headers: opts.header ?? {}, body });
+    process.stdout.write(
+      `${[...explanationLines(ex, method, url, body.byteLength), ...warnings].join("\n")}\n`,
     );
+    return;
   }
+  const lines = [`${opts.config}: ok (${table.routes.length} routes, store ${config.store.kind})`];
+  lines.push(...table.routes.map(routeLine), ...warnings);
   process.stdout.write(`${lines.join("\n")}\n`);
 }
 
@@ -156,6 +227,9 @@ export function buildCli(): Command {
     .command("check-config")
     .description("validate a config and print the compiled route table")
     .option("--config <file>", "YAML config", process.env.CONFIG || EMBEDDED_CONFIG)
+    .option("--explain <request...>", "METHOD PATH: show what the gateway would do with this request")
+    .option("--body <file>", "request body for --explain")
+    .option("--header <line>", 'request header for --explain, "Name: value" (repeatable)', headerPair)
     .action(checkConfigCommand);
 
   program

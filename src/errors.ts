@@ -38,7 +38,7 @@ export class InvalidKeyError extends GatewayError {
 /** A key the route requires is absent or empty; `source` names it as the config does. */
 export class MissingKeyError extends GatewayError {
   constructor(source: string) {
-    super("MISSING_KEY", 400, "Missing idempotency key", `${source} is missing`, { source });
+    super("MISSING_KEY", 400, "Missing key or scope field", `${source} is missing`, { source });
   }
 }
 

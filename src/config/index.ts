@@ -18,3 +18,4 @@ export {
 export type { Config, FingerprintPart } from "./schema.js";
 export { parsePointer, parseSource, type Source } from "./sources.js";
 export { parseDuration, parseSize } from "./units.js";
+export { configWarnings } from "./warnings.js";

@@ -4,9 +4,15 @@ import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
 import type { Logger } from "pino";
-import type { CompiledRoute, RouteTable } from "../config/index.js";
+import type { RouteTable } from "../config/index.js";
 import { StoreUnavailableError } from "../errors.js";
-import { deriveKey, type IdempotencyEngine, RequestFields, type RequestView } from "../idempotency/index.js";
+import {
+  deriveKey,
+  type IdempotencyEngine,
+  isProtected,
+  RequestFields,
+  type RequestView,
+} from "../idempotency/index.js";
 import {
   type ClientInfo,
   flatten,
@@ -49,13 +55,6 @@ function writeStored(outgoing: ServerResponse, response: StoredResponse, replaye
   outgoing.end(bodyless ? undefined : response.body);
 }
 
-function isProtected(route: CompiledRoute, method: string, incoming: IncomingMessage): boolean {
-  if (!route.protect || !route.settings.methods.has(method)) return false;
-  if (!route.fallback) return true;
-  const header = route.settings.key.header;
-  return header !== false && incoming.headers[header.toLowerCase()] !== undefined;
-}
-
 /** Builds the Hono app that proxies every request, protecting the routes the config names. */
 export function createApp(deps: GatewayDeps): Hono<Env> {
   const { routes, engine, upstream, logger } = deps;
@@ -94,20 +93,14 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     const q = url.indexOf("?");
     const path = q < 0 ? url : url.slice(0, q);
     const { route, params } = routes.match(method, path);
-    if (!isProtected(route, method, incoming)) return passThrough(incoming, outgoing);
+    const header = (name: string) => {
+      const v = incoming.headers[name];
+      return Array.isArray(v) ? v.join(", ") : v;
+    };
+    if (!isProtected(route, method, header)) return passThrough(incoming, outgoing);
 
     const body = await readBody(incoming, route.settings.maxBodySize);
-    const view: RequestView = {
-      method,
-      path,
-      rawQuery: q < 0 ? "" : url.slice(q + 1),
-      header: (name) => {
-        const v = incoming.headers[name];
-        return Array.isArray(v) ? v.join(", ") : v;
-      },
-      params,
-      body,
-    };
+    const view: RequestView = { method, path, rawQuery: q < 0 ? "" : url.slice(q + 1), header, params, body };
     const key = deriveKey(route, new RequestFields(view));
     if (!key) {
       writeStored(outgoing, await forwardBuffered(incoming, body), false);

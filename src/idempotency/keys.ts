@@ -59,20 +59,42 @@ export function deriveKey(route: CompiledRoute, fields: RequestFields): DerivedK
 
 /** Hash of the parts that must be equal for a retry to count as the same request. */
 export function fingerprint(route: CompiledRoute, fields: RequestFields): string {
+  return sha256(canonicalJson(fingerprintParts(route, fields).map((p) => [p.part, p.value])));
+}
+
+/** The values a fingerprint is made of, named as in the config (the body by its hash). */
+export function fingerprintParts(
+  route: CompiledRoute,
+  fields: RequestFields,
+): { part: string; value: unknown }[] {
   const { req } = fields;
-  const parts = route.settings.fingerprint.map((part) => {
+  return route.settings.fingerprint.map((part) => {
     switch (part) {
       case "method":
-        return req.method;
+        return { part, value: req.method };
       case "path":
-        return req.path;
+        return { part, value: req.path };
       case "query":
-        return req.rawQuery;
+        return { part, value: req.rawQuery };
       case "body":
-        return sha256(req.body);
+        return { part, value: sha256(req.body) };
       default:
-        return [part.text, fields.get(part) ?? null];
+        return { part: part.text, value: fields.get(part) ?? null };
     }
   });
-  return sha256(canonicalJson(parts));
+}
+
+/**
+ * Whether a request on this route goes through the engine. Unmatched requests (the fallback route)
+ * are protected only when they carry the key header.
+ */
+export function isProtected(
+  route: CompiledRoute,
+  method: string,
+  header: (name: string) => string | undefined,
+): boolean {
+  if (!route.protect || !route.settings.methods.has(method)) return false;
+  if (!route.fallback) return true;
+  const name = route.settings.key.header;
+  return name !== false && header(name.toLowerCase()) !== undefined;
 }

@@ -51,6 +51,114 @@ describe("check-config", () => {
   });
 });
 
+describe("check-config --explain", () => {
+  const example = (name: string) => new URL(`../../config/examples/${name}`, import.meta.url).pathname;
+
+  it("prints the route, the key material, the scope, the fingerprint parts and the stored key", async () => {
+    const body = await tempFile(
+      "b.json",
+      '{"transactionID":"TX-9","result":"ok","amount":12,"sentAt":"now"}',
+    );
+    const r = await runCli([
+      "check-config",
+      "--config",
+      example("rpa-callback.yaml"),
+      "--explain",
+      "POST",
+      "/callbacks/robot-7",
+      "--body",
+      body,
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(
+      "POST /callbacks/robot-7 -> route robot-callback (/callbacks/:robot), protected",
+    );
+    expect(r.stdout).toContain('params: {"robot":"robot-7"}');
+    expect(r.stdout).toContain(
+      'key (derived):\n    path:robot = "robot-7"\n    body:/transactionID = "TX-9"',
+    );
+    expect(r.stdout).toContain('scope:\n    path:robot = "robot-7"');
+    expect(r.stdout).toContain('body:/result = "ok"');
+    expect(r.stdout).toMatch(/stored key: [A-Za-z0-9_-]{43}/);
+  });
+
+  it("prints the exact 400 a request would get", async () => {
+    const body = await tempFile("b.json", '{"result":"ok"}');
+    const r = await runCli([
+      "check-config",
+      "--config",
+      example("rpa-callback.yaml"),
+      "--explain",
+      "POST",
+      "/callbacks/robot-7",
+      "--body",
+      body,
+    ]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("answer: 400 MISSING_KEY: body:/transactionID is missing");
+    expect(r.stdout).toContain('"type":"urn:idempotency-gateway:problem:missing-key"');
+  });
+
+  it("names the JSON parse error of a body a rule needs", async () => {
+    const body = await tempFile("b.json", "{oops");
+    const r = await runCli([
+      "check-config",
+      "--config",
+      example("rpa-callback.yaml"),
+      "--explain",
+      "POST",
+      "/callbacks/r",
+      "--body",
+      body,
+    ]);
+    expect(r.stdout).toContain("answer: 400 INVALID_BODY: body is not valid JSON");
+  });
+
+  it("shows a header key with its scope, and a pass-through route", async () => {
+    const withKey = await runCli([
+      "check-config",
+      "--config",
+      example("header-only.yaml"),
+      "--explain",
+      "POST",
+      "/v1/payments",
+      "--header",
+      "Idempotency-Key: pay-1",
+      "--header",
+      "Authorization: Bearer abc",
+    ]);
+    expect(withKey.stdout).toContain('key (header):\n    header:Idempotency-Key = "pay-1"');
+    expect(withKey.stdout).toContain('header:Authorization = "Bearer abc"');
+    const passThrough = await runCli([
+      "check-config",
+      "--config",
+      example("header-only.yaml"),
+      "--explain",
+      "GET",
+      "/v1/payments/p1",
+    ]);
+    expect(passThrough.stdout).toContain("-> route status (/v1/*), pass-through");
+  });
+
+  it("warns about a derived-key route without scope", async () => {
+    const file = await tempFile(
+      "noscope.yaml",
+      "upstream: { url: http://127.0.0.1:9 }\nroutes:\n  - name: inv\n    match: { path: /i }\n    key: { from: [body:/n] }\n",
+    );
+    const r = await runCli(["check-config", "--config", file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(
+      'warning: routes[0] "inv": keys derived from business fields (body:/n) and no scope',
+    );
+  });
+
+  it("refuses --explain without METHOD and PATH", async () => {
+    const r = await runCli(["check-config", "--explain", "POST"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("--explain takes METHOD PATH");
+  });
+});
+
 describe("serve", () => {
   it("takes the upstream and port from the command line and the environment", async () => {
     upstream = await startUpstream();

@@ -344,6 +344,37 @@ describe("protected requests", () => {
     expect(up.calls).toHaveLength(2);
   });
 
+  it("recognises a robot's retry by path and body fields despite a new timestamp, and 422s a changed amount", async () => {
+    const { up, gw } = await setup(undefined, {
+      routes: [
+        {
+          name: "robot-callback",
+          match: { method: "POST", path: "/callbacks/:robot" },
+          key: { header: false, from: ["path:robot", "body:/transactionID"] },
+          scope: ["path:robot"],
+          fingerprint: ["body:/amount"],
+        },
+      ],
+    });
+    const report = (sentAt: number, amount: number) =>
+      send(`${gw.url}/callbacks/r7`, {
+        headers: { "idempotency-key": `fresh-${sentAt}` },
+        body: JSON.stringify({ transactionID: "TX-1", amount, sentAt }),
+      });
+    const first = await report(1, 10);
+    const retry = await report(2, 10);
+    const changed = await report(3, 11);
+    const otherRobot = await send(`${gw.url}/callbacks/r8`, {
+      body: JSON.stringify({ transactionID: "TX-1", amount: 10 }),
+    });
+    expect(first.headers["idempotent-replayed"]).toBeUndefined();
+    expect(retry.headers["idempotent-replayed"]).toBe("true");
+    expect(retry.body.equals(first.body)).toBe(true);
+    expect(changed.status).toBe(422);
+    expect(otherRobot.headers["idempotent-replayed"]).toBeUndefined();
+    expect(up.calls).toHaveLength(2);
+  });
+
   it("forgets a stored response after its ttl", async () => {
     const { up, gw } = await setup(undefined, { defaults: { ttl: "1d" } });
     await send(`${gw.url}/x`, { headers: key("k-ttl"), body: "{}" });

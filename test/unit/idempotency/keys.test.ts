@@ -113,4 +113,70 @@ describe("key derivation", () => {
     expect(k?.storeKey).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(k?.storeKey).not.toContain("secret");
   });
+
+  it("reads query parameters", () => {
+    const r = route({ key: { from: ["query:txn"] } });
+    expect(deriveKey(r, req({ rawQuery: "a=1&txn=T%2F9" }))?.material).toEqual(["T/9"]);
+    expect(() => deriveKey(r, req({ rawQuery: "a=1" }))).toThrow("query:txn is missing");
+  });
+
+  it("reads urlencoded form fields", () => {
+    const r = route({ key: { from: ["form:robot", "form:job"] } });
+    const k = deriveKey(r, req({ body: Buffer.from("robot=r%201&job=42&ts=1") }));
+    expect(k?.material).toEqual(["r 1", "42"]);
+    expect(() => deriveKey(r, req({ body: Buffer.from("robot=r1") }))).toThrow("form:job is missing");
+  });
+
+  it("reads path params and headers", () => {
+    const r = route({ key: { header: false, from: ["path:robot", "header:X-Message-Id"] } });
+    const k = deriveKey(r, req({ params: { robot: "r7" }, headers: { "x-message-id": "m-1" } }));
+    expect(k?.material).toEqual(["r7", "m-1"]);
+  });
+
+  it.each([
+    ["body:/a~1b", { "a/b": 1 }, 1],
+    ["body:/m~0n", { "m~n": 2 }, 2],
+    ["body:/~01", { "~1": 3 }, 3],
+    ["body:/items/1/id", { items: [{ id: "x" }, { id: "y" }] }, "y"],
+    ["body:/", { "": "empty key" }, "empty key"],
+    ["body:/nested/deep", { nested: { deep: { z: 1, a: 2 } } }, { a: 2, z: 1 }],
+  ])("resolves the JSON pointer %s (RFC 6901)", (source, body, value) => {
+    expect(deriveKey(route({ key: { from: [source] } }), req({ body: json(body) }))?.material).toEqual([
+      value,
+    ]);
+  });
+
+  it.each([
+    ["body:/items/01", { items: ["a", "b"] }],
+    ["body:/items/-", { items: ["a"] }],
+    ["body:/items/5", { items: ["a"] }],
+    ["body:/a/b", { a: "scalar" }],
+    ["body:/toString", {}],
+  ])("treats %s as missing when the pointer does not resolve", (source, body) => {
+    expect(() => deriveKey(route({ key: { from: [source] } }), req({ body: json(body) }))).toThrow(
+      MissingKeyError,
+    );
+  });
+
+  it("lets an object-valued key field match whatever its key order", () => {
+    const r = route({ key: { from: ["body:/ref"] } });
+    const a = deriveKey(r, req({ body: Buffer.from('{"ref":{"a":1,"b":2}}') }));
+    const b = deriveKey(r, req({ body: Buffer.from('{"ref":{"b":2,"a":1}}') }));
+    expect(a?.storeKey).toBe(b?.storeKey);
+  });
+
+  it("keeps routes apart: the same key material on two routes is two keys", () => {
+    const table = new RouteTable(
+      parseConfig({
+        upstream: { url: "http://127.0.0.1:1" },
+        routes: [
+          { name: "a", match: { path: "/a" } },
+          { name: "b", match: { path: "/b" } },
+        ],
+      }),
+    );
+    const [a, b] = table.routes as [(typeof table.routes)[0], (typeof table.routes)[0]];
+    const h = { headers: { "idempotency-key": "same" } };
+    expect(deriveKey(a, req(h))?.storeKey).not.toBe(deriveKey(b, req(h))?.storeKey);
+  });
 });

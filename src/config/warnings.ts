@@ -1,0 +1,41 @@
+import type { Config } from "./schema.js";
+
+/**
+ * Settings that are legal but risky, said once at start (Caddy's Provision() habit) and by
+ * check-config. Each names where it is in the file.
+ */
+export function configWarnings(config: Config): string[] {
+  const out: string[] = [];
+  if (config.store.failMode === "open") {
+    out.push(
+      "store.failMode: open: while the store is unreachable, requests are forwarded unprotected (duplicates possible)",
+    );
+  }
+  if (config.defaults.onUnknown === "retry") {
+    out.push(
+      "defaults.onUnknown: retry: a retry after an unknown outcome is forwarded again (at-least-once)",
+    );
+  }
+  config.routes.forEach((route, i) => {
+    const where = `routes[${i}] "${route.name}"`;
+    if (!route.protect) return;
+    const from = route.key?.from ?? config.defaults.key.from ?? [];
+    const scope = route.scope ?? config.defaults.scope;
+    if (from.length > 0 && scope.length === 0) {
+      out.push(
+        `${where}: keys derived from business fields (${from.map((s) => s.text).join(", ")}) and no scope: ` +
+          "callers of different tenants sending the same values share one response; add a scope such as header:X-Tenant-Id",
+      );
+    }
+    if (route.onUnknown === "retry") {
+      out.push(
+        `${where}.onUnknown: retry: a retry after an unknown outcome is forwarded again (at-least-once)`,
+      );
+    }
+    const header = route.key?.header ?? config.defaults.key.header;
+    if (header === false && from.length === 0) {
+      out.push(`${where}: key.header is false and there is no key.from: no request can get a key`);
+    }
+  });
+  return out;
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { Command, InvalidArgumentError } from "commander";
+import cliProgress from "cli-progress";
+import { Command, InvalidArgumentError, Option } from "commander";
 import {
   type CompiledRoute,
   type Config,
@@ -16,6 +17,7 @@ import { startDemoBackend } from "./demo/index.js";
 import { ConfigError } from "./errors.js";
 import { startGateway, toProblem } from "./gateway/index.js";
 import { type Explanation, explain } from "./idempotency/index.js";
+import { DEFAULT_BODY, formatReports, Pattern, runStorm, type StormReport } from "./storm/index.js";
 
 /** The config shipped with the package, used when --config is not given. */
 export const EMBEDDED_CONFIG = fileURLToPath(new URL("../config/gateway.yaml", import.meta.url));
@@ -25,6 +27,30 @@ function port(value: string): number {
   if (!Number.isInteger(n) || n < 0 || n > 65535)
     throw new InvalidArgumentError("expected a port from 0 to 65535");
   return n;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError("expected a whole number of at least 1");
+  return n;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError("expected a whole number of at least 0");
+  return n;
+}
+
+function httpUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError("expected a URL such as http://127.0.0.1:8080/invoices");
+  }
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw new InvalidArgumentError("expected an http(s) URL");
+  return value;
 }
 
 function rate(value: string): number {
@@ -208,6 +234,69 @@ async function demoBackendCommand(opts: DemoBackendFlags): Promise<void> {
   process.on("SIGINT", stop);
 }
 
+interface StormFlags {
+  target: string;
+  compare?: string;
+  method: string;
+  keys: number;
+  retries: number;
+  pattern: Pattern;
+  concurrency: number;
+  connections: number;
+  rate?: number;
+  timeout: number;
+  backoff: number;
+  maxDuration: number;
+  body: string;
+  header?: Record<string, string>;
+  keyHeader: boolean;
+  statsUrl?: string;
+  json?: string;
+}
+
+async function stormCommand(opts: StormFlags): Promise<void> {
+  const targets = [opts.target, ...(opts.compare ? [opts.compare] : [])];
+  // A live bar only for a person at a terminal: not in CI, not when output is piped.
+  const live = process.stderr.isTTY === true && !process.env.CI;
+  const reports: StormReport[] = [];
+  for (const target of targets) {
+    const bar = live
+      ? new cliProgress.SingleBar(
+          {
+            format: `storm ${target} [{bar}] {value}/{total} operations {eta_formatted}`,
+            stream: process.stderr,
+          },
+          cliProgress.Presets.shades_classic,
+        )
+      : undefined;
+    bar?.start(opts.keys, 0);
+    reports.push(
+      await runStorm({
+        target,
+        method: opts.method.toUpperCase(),
+        keys: opts.keys,
+        retries: opts.retries,
+        pattern: opts.pattern,
+        concurrency: opts.concurrency,
+        connections: opts.connections,
+        rate: opts.rate,
+        timeoutMs: opts.timeout,
+        backoffMs: opts.backoff,
+        maxDurationMs: opts.maxDuration,
+        body: opts.body,
+        headers: { "content-type": "application/json", "x-tenant-id": "storm", ...opts.header },
+        keyHeader: opts.keyHeader,
+        statsUrl: opts.statsUrl,
+        ...(bar ? { onProgress: (done: number) => bar.update(done) } : {}),
+      }),
+    );
+    bar?.stop();
+  }
+  process.stdout.write(`${formatReports(reports, opts.compare ? ["target", "compare"] : ["storm"])}\n`);
+  if (opts.json)
+    await writeFile(opts.json, `${JSON.stringify(opts.compare ? reports : reports[0], null, 2)}\n`);
+}
+
 export function buildCli(): Command {
   const program = new Command("idempotency-gateway")
     .description("A reverse proxy that makes a non-idempotent HTTP backend safe to retry")
@@ -244,6 +333,40 @@ export function buildCli(): Command {
     .option("--stall-rate <p>", "commit only after --stall", rate, 0)
     .option("--stall <d>", "how long a stalled request takes to commit", duration, 31_000)
     .action(demoBackendCommand);
+
+  program
+    .command("storm")
+    .description("send a retry storm and count what the backend executed")
+    .requiredOption(
+      "--target <url>",
+      "URL to storm, path included (e.g. http://127.0.0.1:8080/invoices)",
+      httpUrl,
+    )
+    .option("--compare <url>", "run the same storm against a second URL (e.g. the backend directly)", httpUrl)
+    .option("--method <m>", "HTTP method", "POST")
+    .option("--keys <n>", "logical operations", positiveInt, 100)
+    .option("--retries <n>", "retries per operation (each is sent up to n + 1 times)", nonNegativeInt, 4)
+    .addOption(
+      new Option("--pattern <p>", "how retries are sent")
+        .choices(Object.values(Pattern))
+        .default(Pattern.Burst),
+    )
+    .option("--concurrency <n>", "operations in flight at once", positiveInt, 50)
+    .option("--connections <n>", "connections to the target at most", positiveInt, 256)
+    .option("--rate <n>", "requests per second at most", positiveInt)
+    .option("--timeout <d>", "client timeout of one request", duration, 30_000)
+    .option("--backoff <d>", "base delay of the backoff pattern", duration, 100)
+    .option("--max-duration <d>", "stop after this long whatever is left", duration, 120_000)
+    .option("--body <template>", "body template with {key}, {i} and {run}", DEFAULT_BODY)
+    .option("--header <line>", 'request header "Name: value", placeholders allowed (repeatable)', headerPair)
+    .option(
+      "--key-header",
+      "send Idempotency-Key: {key} (default: the gateway derives keys from the body)",
+      false,
+    )
+    .option("--stats-url <url>", "backend /stats to read before and after (duplicates created)", httpUrl)
+    .option("--json <file>", "write the report(s) as JSON")
+    .action(stormCommand);
 
   return program;
 }

@@ -1,0 +1,77 @@
+/** How the copies of one operation are sent. */
+export const Pattern = {
+  /** All sends of an operation at once: the retry storm after a shared timeout. */
+  Burst: "burst",
+  /** Retry on 5xx, 409, 429, timeouts and network errors, waiting backoff·2^n with full jitter. */
+  Backoff: "backoff",
+  /** Give up after `timeoutMs` and retry at once, as a robot does; an answer ends the operation. */
+  Timeout: "timeout",
+} as const;
+export type Pattern = (typeof Pattern)[keyof typeof Pattern];
+
+export interface StormOptions {
+  /** Full URL the requests go to, path included. */
+  target: string;
+  method: string;
+  /** Logical operations. */
+  keys: number;
+  /** Retries per operation: each operation is sent up to retries + 1 times. */
+  retries: number;
+  pattern: Pattern;
+  /** Operations in flight at once. */
+  concurrency: number;
+  /** Connections to the target at most. */
+  connections: number;
+  /** Sends per second at most; undefined: unlimited. */
+  rate?: number | undefined;
+  /** Client timeout of one send. */
+  timeoutMs: number;
+  /** Base delay of the backoff pattern. */
+  backoffMs: number;
+  /** Hard bound: no operation starts after this, and sends still under way are abandoned. */
+  maxDurationMs: number;
+  /** Body template: {key} (operation key), {i} (operation index), {run} (run id). */
+  body: string;
+  /** Header templates, same placeholders. */
+  headers: Record<string, string>;
+  /** Send `Idempotency-Key: {key}`; otherwise the gateway must derive the key from the body. */
+  keyHeader: boolean;
+  /** The backend's /stats, read before and after to count executions and duplicates. */
+  statsUrl?: string | undefined;
+  runId?: string;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface BackendStats {
+  executions: number;
+  distinctKeys: number;
+  duplicates: number;
+}
+
+export interface StormReport {
+  target: string;
+  pattern: Pattern;
+  operations: number;
+  retries: number;
+  sends: number;
+  durationMs: number;
+  /** Answers (of any status) per second. */
+  throughput: number;
+  latencyMs: { p50: number; p90: number; p99: number; max: number; mean: number };
+  /** Answers by status code, plus "timeout" and "error" for sends that got none. */
+  statuses: Record<string, number>;
+  replayed: number;
+  conflicts: number;
+  mismatches: number;
+  timeouts: number;
+  errors: number;
+  consistency: {
+    /** Operations with at least one 2xx answer. */
+    succeeded: number;
+    /** Operations whose 2xx answers were not all byte-identical. */
+    inconsistent: number;
+  };
+  /** From the backend's /stats: what this storm made it execute. */
+  backend?: { executions: number; duplicates: number };
+  stoppedEarly: boolean;
+}

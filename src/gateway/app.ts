@@ -1,5 +1,4 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { pipeline } from "node:stream/promises";
 import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
@@ -13,13 +12,7 @@ import {
   RequestFields,
   type RequestView,
 } from "../idempotency/index.js";
-import {
-  type ClientInfo,
-  flatten,
-  responseHeaderPairs,
-  type Upstream,
-  upstreamRequestHeaders,
-} from "../proxy/index.js";
+import { type ClientInfo, flatten, type Upstream, upstreamRequestHeaders } from "../proxy/index.js";
 import type { StoredResponse } from "../store/index.js";
 import { readBody } from "./body.js";
 import { toProblem } from "./problem.js";
@@ -35,6 +28,9 @@ export interface GatewayDeps {
 }
 
 type Env = { Bindings: HttpBindings };
+
+/** Pass-through request bodies up to this size, with a declared length, are sent in one write. */
+const SMALL_BODY = 64 * 1024;
 
 function clientInfo(incoming: IncomingMessage): ClientInfo {
   const encrypted = (incoming.socket as { encrypted?: boolean }).encrypted === true;
@@ -61,18 +57,26 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   const app = new Hono<Env>();
 
   async function passThrough(incoming: IncomingMessage, outgoing: ServerResponse): Promise<Response> {
-    const hasBody =
-      incoming.headers["content-length"] !== undefined || incoming.headers["transfer-encoding"] !== undefined;
-    const res = await upstream.send({
-      method: incoming.method as string,
-      path: incoming.url as string,
-      headers: upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming), false),
-      body: hasBody ? incoming : null,
-    });
-    outgoing.writeHead(res.statusCode, flatten(responseHeaderPairs(res.headers, false)));
-    // Streamed both ways: neither body is held in memory on a pass-through route.
-    await pipeline(res.body, outgoing).catch((err) =>
-      logger.debug({ err }, "pass-through stream ended early"),
+    const declared = Number(incoming.headers["content-length"] ?? Number.NaN);
+    const chunked = incoming.headers["transfer-encoding"] !== undefined;
+    // A small body of declared length goes upstream in one write with its headers; anything larger
+    // or of unknown length is streamed as it arrives. Responses are always streamed.
+    const small = !chunked && declared >= 0 && declared <= SMALL_BODY;
+    const body = small
+      ? declared === 0
+        ? null
+        : await readBody(incoming, SMALL_BODY)
+      : chunked || declared > 0
+        ? incoming
+        : null;
+    await upstream.streamTo(
+      {
+        method: incoming.method as string,
+        path: incoming.url as string,
+        headers: upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming), small),
+        body,
+      },
+      outgoing,
     );
     return RESPONSE_ALREADY_SENT;
   }

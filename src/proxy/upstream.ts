@@ -1,8 +1,9 @@
+import type { ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import { type Dispatcher, Pool } from "undici";
 import { type GatewayError, UpstreamFailedError, UpstreamUnreachableError } from "../errors.js";
 import type { StoredResponse } from "../store/types.js";
-import { responseHeaderPairs } from "./headers.js";
+import { flatten, responseHeaderPairs } from "./headers.js";
 
 export interface UpstreamOptions {
   url: string;
@@ -120,6 +121,63 @@ export class Upstream {
           },
           onResponseError(_controller, err) {
             reject(classifyUpstreamError(err));
+          },
+        },
+      );
+    });
+  }
+
+  /**
+   * Streams the upstream's response straight into `outgoing` as it arrives, with backpressure both
+   * ways, and aborts the upstream call if the client goes away. Rejects with a classified error only
+   * while nothing has been written; after that a failure cuts the client's connection, as a proxy must.
+   * A dispatch handler rather than `request()` + `pipeline()`: no intermediate stream, no per-request
+   * AbortController, and the upstream's raw header order.
+   */
+  streamTo(req: OutboundRequest, outgoing: ServerResponse): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let finished = false;
+      const settle = (err?: Error) => {
+        if (finished) return;
+        finished = true;
+        if (err) reject(err);
+        else resolve();
+      };
+      this.pool.dispatch(
+        {
+          method: req.method as Dispatcher.HttpMethod,
+          path: this.basePath + req.path,
+          headers: req.headers,
+          body: req.body,
+        },
+        {
+          onRequestStart(controller) {
+            outgoing.once("close", () => {
+              if (!outgoing.writableFinished) controller.abort(new Error("client closed the connection"));
+            });
+          },
+          onResponseStart(controller, statusCode, parsed) {
+            const raw = controller.rawHeaders;
+            outgoing.writeHead(
+              statusCode,
+              flatten(responseHeaderPairs(Array.isArray(raw) ? raw : parsed, false)),
+            );
+          },
+          onResponseData(controller, chunk) {
+            if (!outgoing.write(chunk)) {
+              controller.pause();
+              outgoing.once("drain", () => controller.resume());
+            }
+          },
+          onResponseEnd() {
+            outgoing.end();
+            settle();
+          },
+          onResponseError(_controller, err) {
+            if (outgoing.headersSent) {
+              outgoing.destroy(err);
+              settle();
+            } else settle(classifyUpstreamError(err));
           },
         },
       );

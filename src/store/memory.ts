@@ -18,6 +18,11 @@ interface Entry {
   response?: StoredResponse;
 }
 
+interface WaitGroup {
+  resolvers: Set<(record: StoredRecord | undefined) => void>;
+  timer: NodeJS.Timeout | undefined;
+}
+
 export interface MemoryStoreOptions {
   now?: () => number;
   /** How often expired records are swept out; reads skip them in any case. */
@@ -31,7 +36,7 @@ export interface MemoryStoreOptions {
 export class MemoryStore implements IdempotencyStore {
   readonly kind = "memory";
   private readonly entries = new Map<string, Entry>();
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly waiters = new Map<string, WaitGroup>();
   private readonly now: () => number;
   private readonly sweeper: NodeJS.Timeout;
 
@@ -108,38 +113,54 @@ export class MemoryStore implements IdempotencyStore {
     return existed;
   }
 
+  /**
+   * Waiters of one key share one entry and one timer at the lease's end: ten thousand duplicates
+   * of a slow request cost ten thousand promises, not ten thousand timers.
+   */
   waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
+    if (signal.aborted) return Promise.reject(signal.reason);
+    const settled = this.settledRecord(key);
+    if (settled.done) return Promise.resolve(settled.record);
+    let group = this.waiters.get(key);
+    if (!group) {
+      group = { resolvers: new Set(), timer: undefined };
+      this.waiters.set(key, group);
+      this.armLeaseTimer(key, group);
+    }
+    const g = group;
     return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const set = this.waiters.get(key) ?? new Set();
-      const cleanup = () => {
-        clearTimeout(timer);
-        set.delete(check);
-        if (set.size === 0) this.waiters.delete(key);
-        signal.removeEventListener("abort", onAbort);
-      };
       const onAbort = () => {
-        cleanup();
+        g.resolvers.delete(resolver);
+        if (g.resolvers.size === 0) this.dropGroup(key, g);
         reject(signal.reason);
       };
-      // Called on every write to the key and when the lease may have run out.
-      const check = () => {
-        const entry = this.read(key);
-        const record = entry && this.view(entry);
-        if (record?.state === RecordState.InFlight && entry) {
-          clearTimeout(timer);
-          timer = setTimeout(check, Math.max(1, entry.leaseUntil - this.now() + 1));
-          return;
-        }
-        cleanup();
+      const resolver = (record: StoredRecord | undefined) => {
+        signal.removeEventListener("abort", onAbort);
         resolve(record);
       };
-      if (signal.aborted) return reject(signal.reason);
-      set.add(check);
-      this.waiters.set(key, set);
+      g.resolvers.add(resolver);
       signal.addEventListener("abort", onAbort, { once: true });
-      check();
     });
+  }
+
+  /** Whether the key is no longer in flight, and its record then. */
+  private settledRecord(key: string): { done: boolean; record: StoredRecord | undefined } {
+    const entry = this.read(key);
+    const record = entry && this.view(entry);
+    return { done: record?.state !== RecordState.InFlight, record };
+  }
+
+  /** A lease that runs out sends no write; this timer is what wakes the waiters then. */
+  private armLeaseTimer(key: string, group: WaitGroup): void {
+    clearTimeout(group.timer);
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    group.timer = setTimeout(() => this.notify(key), Math.max(1, entry.leaseUntil - this.now() + 1));
+  }
+
+  private dropGroup(key: string, group: WaitGroup): void {
+    clearTimeout(group.timer);
+    if (this.waiters.get(key) === group) this.waiters.delete(key);
   }
 
   async close(): Promise<void> {
@@ -173,9 +194,18 @@ export class MemoryStore implements IdempotencyStore {
     return { ...base, state: RecordState.Unknown };
   }
 
+  /** Called on every write to a key and when its lease may have run out. */
   private notify(key: string): void {
-    const set = this.waiters.get(key);
-    if (set) for (const check of [...set]) check();
+    const group = this.waiters.get(key);
+    if (!group) return;
+    const settled = this.settledRecord(key);
+    if (!settled.done) {
+      // Still in flight (the lease was extended): wait for its new end.
+      this.armLeaseTimer(key, group);
+      return;
+    }
+    this.dropGroup(key, group);
+    for (const resolve of group.resolvers) resolve(settled.record);
   }
 
   private sweep(): void {

@@ -122,7 +122,8 @@ export class RedisStore implements IdempotencyStore {
       connectTimeout: 2_000,
       retryStrategy: (times: number) => Math.min(50 * 2 ** times, 1_000),
     };
-    this.redis = new Redis(options.url, common) as Redis & ScriptCommands;
+    // Auto-pipelining sends the commands of concurrent requests issued in one tick in one write.
+    this.redis = new Redis(options.url, { ...common, enableAutoPipelining: true }) as Redis & ScriptCommands;
     this.sub = new Redis(options.url, { ...common, enableOfflineQueue: true, commandTimeout: undefined });
     this.redis.on("error", () => {});
     this.sub.on("error", () => {});
@@ -297,8 +298,8 @@ export class RedisStore implements IdempotencyStore {
       };
       g.waiters.add(waiter);
       signal.addEventListener("abort", onAbort, { once: true });
-      // A waiter joining a group that is already subscribed needs its own first look.
-      g.ready.then(() => this.check(channel, g));
+      // No read of its own: the group's read after subscribing, and every message since, covers
+      // this waiter too, because any completion after the subscription is announced to the group.
     });
   }
 

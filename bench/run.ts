@@ -1,0 +1,357 @@
+/**
+ * `npm run bench`: throughput and latency of the gateway as ratios to the direct backend measured in
+ * the same run, on this machine. Not a test: it asserts nothing, it reports. Every process it starts
+ * listens on 127.0.0.1 and every load loop is bounded in time.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as hdr from "hdr-histogram-js";
+import { Agent, Pool, request } from "undici";
+import { DEFAULT_BODY, Pattern, runStorm } from "../src/storm/index.js";
+
+const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
+const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 2_000);
+const WARMUP_MS = 500;
+/** Each scenario runs alternately with its direct baseline this many times; the median ratio is reported. */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 50);
+
+interface Proc {
+  url: string;
+  proc: ChildProcess;
+  stop(): Promise<void>;
+}
+
+async function spawnListening(command: string, args: string[], pattern: RegExp): Promise<Proc> {
+  const proc = spawn(command, args, { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  const url = await new Promise<string>((resolve, reject) => {
+    proc.stdout?.on("data", (c: Buffer) => {
+      out += c.toString();
+      const m = pattern.exec(out);
+      if (m) resolve(m[1] as string);
+    });
+    proc.once("exit", (code) => reject(new Error(`${args.join(" ")} exited ${code}: ${out}`)));
+  });
+  return {
+    url,
+    proc,
+    stop: async () => {
+      if (proc.exitCode !== null) return;
+      const exited = once(proc, "exit");
+      proc.kill("SIGTERM");
+      await exited;
+    },
+  };
+}
+
+const startBackend = (latency: string) =>
+  spawnListening(
+    process.execPath,
+    [CLI, "demo-backend", "--port", "0", "--latency", latency],
+    /listening on (\S+)/,
+  );
+
+async function startGateway(upstream: string, store: string, dir: string): Promise<Proc> {
+  const file = join(dir, `gw-${Math.random().toString(36).slice(2)}.yaml`);
+  await writeFile(file, `upstream: { url: "${upstream}" }\nstore: ${store}\nlog: { level: warn }\n`);
+  return spawnListening(
+    process.execPath,
+    [CLI, "serve", "--config", file, "--port", "0"],
+    /listening on (\S+)/,
+  );
+}
+
+async function peakRssMb(pid: number | undefined): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return Math.round(kb / 1024);
+}
+
+interface LoadResult {
+  rps: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  failed: number;
+}
+
+/** A closed loop: CONCURRENCY requests in flight, each followed at once by the next, for DURATION_MS. */
+async function load(
+  url: string,
+  make: (i: number) => { method: "POST" | "GET"; headers: Record<string, string>; body?: string },
+): Promise<LoadResult> {
+  const target = new URL(url);
+  const pool = new Pool(target.origin, { connections: CONCURRENCY });
+  const histogram = hdr.build({ numberOfSignificantValueDigits: 3 });
+  let seq = 0;
+  let failed = 0;
+  let measuring = false;
+  let count = 0;
+  const one = async () => {
+    const { method, headers, body } = make(seq++);
+    const started = performance.now();
+    const res = await pool.request({
+      method,
+      path: target.pathname + target.search,
+      headers,
+      body: body ?? null,
+    });
+    await res.body.dump();
+    if (!measuring) return;
+    count++;
+    if (res.statusCode >= 300) failed++;
+    histogram.recordValue(Math.max(1, Math.round((performance.now() - started) * 1000)));
+  };
+  const until = async (deadline: number) => {
+    while (performance.now() < deadline) await one();
+  };
+  const warm = performance.now() + WARMUP_MS;
+  await Promise.all(Array.from({ length: CONCURRENCY }, () => until(warm)));
+  measuring = true;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: CONCURRENCY }, () => until(started + DURATION_MS)));
+  const elapsed = performance.now() - started;
+  await pool.close();
+  const ms = (us: number) => Math.round(us / 10) / 100;
+  return {
+    rps: Math.round((count / elapsed) * 1000),
+    p50: ms(histogram.getValueAtPercentile(50)),
+    p90: ms(histogram.getValueAtPercentile(90)),
+    p99: ms(histogram.getValueAtPercentile(99)),
+    failed,
+  };
+}
+
+const json = { "content-type": "application/json" };
+const invoice = (i: number) => JSON.stringify({ invoiceNumber: `B-${i}`, transactionId: "T", amount: i });
+const direct = (i: number) => ({ method: "POST" as const, headers: json, body: invoice(i) });
+const fresh = (run: string) => (i: number) => ({
+  method: "POST" as const,
+  headers: { ...json, "idempotency-key": `${run}-${i}` },
+  body: invoice(i),
+});
+const replay = () => ({
+  method: "POST" as const,
+  headers: { ...json, "idempotency-key": "replay-1" },
+  body: invoice(0),
+});
+
+interface Row {
+  name: string;
+  result: LoadResult;
+  ratio?: number;
+  target?: number;
+  rss?: number;
+}
+
+type Make = Parameters<typeof load>[1];
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+/**
+ * The machine is shared with other services and has two cores for load generator, gateway,
+ * backend and Redis; alternating scenario and baseline, and taking the median ratio of the rounds,
+ * keeps a burst of outside load from deciding a figure.
+ */
+async function versus(
+  baseUrl: string,
+  url: string,
+  make: Make,
+): Promise<{ result: LoadResult; ratio: number }> {
+  const ratios: number[] = [];
+  const results: LoadResult[] = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const base = await load(baseUrl, direct);
+    const result = await load(url, make);
+    ratios.push(result.rps / base.rps);
+    results.push(result);
+  }
+  const ratio = median(ratios);
+  const mid = results[ratios.indexOf(ratio)] as LoadResult;
+  return { result: mid, ratio };
+}
+
+function table(rows: Row[]): string {
+  const lines = [
+    ["scenario", "req/s", "p50 ms", "p90 ms", "p99 ms", "ratio", "target", "peak RSS", "non-2xx"],
+  ];
+  for (const r of rows) {
+    const ratio = r.ratio;
+    lines.push([
+      r.name,
+      String(r.result.rps),
+      String(r.result.p50),
+      String(r.result.p90),
+      String(r.result.p99),
+      ratio === undefined ? "1.00 (base)" : ratio.toFixed(2),
+      r.target === undefined
+        ? ""
+        : `>= ${r.target.toFixed(2)} ${ratio !== undefined && ratio >= r.target ? "met" : "MISSED"}`,
+      r.rss === undefined ? "" : `${r.rss} MB`,
+      String(r.result.failed),
+    ]);
+  }
+  const widths = lines[0]?.map((_, c) => Math.max(...lines.map((l) => (l[c] ?? "").length))) ?? [];
+  return lines.map((l) => l.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join("  ")).join("\n");
+}
+
+async function startRedis(dir: string): Promise<Proc & { redisUrl: string }> {
+  const port = 20_000 + Math.floor(Math.random() * 10_000);
+  const p = await spawnListening(
+    "redis-server",
+    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
+    /(Ready to accept connections)/,
+  );
+  return { ...p, redisUrl: `redis://127.0.0.1:${port}` };
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), "idem-bench-"));
+  const procs: Proc[] = [];
+  const keep = <T extends Proc>(p: T) => {
+    procs.push(p);
+    return p;
+  };
+  const rows: Row[] = [];
+  const say = (text: string) => process.stderr.write(`${text}\n`);
+  try {
+    const redis = keep(await startRedis(dir));
+    const memory = "{ kind: memory }";
+    const shared = `{ kind: redis, redis: { url: "${redis.redisUrl}", prefix: "bench:" } }`;
+
+    say("backend at 0 ms latency: direct, pass-through, first attempts and replays");
+    const b0 = keep(await startBackend("0ms"));
+    const gwMem = keep(await startGateway(b0.url, memory, dir));
+    const gwRedis = keep(await startGateway(b0.url, shared, dir));
+    const base0 = `${b0.url}/invoices`;
+    rows.push({ name: "direct backend, 0 ms", result: await load(base0, direct) });
+    rows.push({
+      name: "pass-through",
+      ...(await versus(base0, `${gwMem.url}/invoices`, direct)),
+      target: 0.3,
+    });
+    rows.push({
+      name: "first attempt, memory",
+      ...(await versus(base0, `${gwMem.url}/invoices`, fresh("m"))),
+    });
+    rows.push({ name: "replay, memory", ...(await versus(base0, `${gwMem.url}/invoices`, replay)) });
+    rows.push({
+      name: "first attempt, redis",
+      ...(await versus(base0, `${gwRedis.url}/invoices`, fresh("r"))),
+      target: 0.2,
+    });
+    rows.push({
+      name: "replay, redis",
+      ...(await versus(base0, `${gwRedis.url}/invoices`, replay)),
+      target: 0.32,
+    });
+    const rssMem = await peakRssMb(gwMem.proc.pid);
+    const rssRedis = await peakRssMb(gwRedis.proc.pid);
+    (rows[3] as Row).rss = rssMem;
+    (rows[5] as Row).rss = rssRedis;
+
+    say("backend at 20 ms latency: direct and first attempts");
+    const b20 = keep(await startBackend("20ms"));
+    const gw20Mem = keep(await startGateway(b20.url, memory, dir));
+    const gw20Redis = keep(await startGateway(b20.url, shared, dir));
+    const base20 = `${b20.url}/invoices`;
+    rows.push({ name: "direct backend, 20 ms", result: await load(base20, direct) });
+    rows.push({
+      name: "first attempt, memory, 20 ms",
+      ...(await versus(base20, `${gw20Mem.url}/invoices`, fresh("m20"))),
+      target: 0.9,
+    });
+    rows.push({
+      name: "first attempt, redis, 20 ms",
+      ...(await versus(base20, `${gw20Redis.url}/invoices`, fresh("r20"))),
+      target: 0.9,
+    });
+
+    say("storm: 500 keys x 20 concurrent copies on the 20 ms backend");
+    const stormOf = (target: string, runId: string) =>
+      runStorm({
+        target: `${target}/invoices`,
+        method: "POST",
+        keys: 500,
+        retries: 19,
+        pattern: Pattern.Burst,
+        concurrency: 50,
+        connections: 1000,
+        timeoutMs: 60_000,
+        backoffMs: 100,
+        maxDurationMs: 120_000,
+        body: DEFAULT_BODY,
+        headers: json,
+        keyHeader: true,
+        statsUrl: `${b20.url}/stats`,
+        runId,
+      });
+    const stormDirect = await stormOf(b20.url, "sd");
+    const stormMem = await stormOf(gw20Mem.url, "sm");
+    const stormRedis = await stormOf(gw20Redis.url, "sr");
+
+    say("10,000 concurrent duplicates of one key waiting on a 10 s backend call");
+    const slow = keep(await startBackend("10s"));
+    const gwWait = keep(await startGateway(slow.url, memory, dir));
+    const agent = new Agent({ connections: 10_500 });
+    const waiters = await Promise.all(
+      Array.from({ length: 10_000 }, () =>
+        request(`${gwWait.url}/invoices`, {
+          dispatcher: agent,
+          method: "POST",
+          headers: { ...json, "idempotency-key": "waiters-1" },
+          body: invoice(1),
+          signal: AbortSignal.timeout(60_000),
+        }).then(
+          async (r) => ({ status: r.statusCode, body: await r.body.text() }),
+          (err: Error) => ({ status: 0, body: err.message }),
+        ),
+      ),
+    );
+    await agent.close();
+    const waitRss = await peakRssMb(gwWait.proc.pid);
+    const waitStats = (await (await request(`${slow.url}/stats`)).body.json()) as { executions: number };
+
+    process.stdout.write(
+      `\nidempotency-gateway bench: ${CONCURRENCY} requests in flight; each scenario ${ROUNDS} x ${DURATION_MS} ms ` +
+        "alternating with the direct backend; ratio = median of the rounds' ratios\n\n",
+    );
+    process.stdout.write(`${table(rows)}\n\n`);
+    const stormLine = (name: string, r: typeof stormDirect) =>
+      `  ${name.padEnd(22)} ${(r.durationMs / 1000).toFixed(2)} s, ${r.throughput} req/s, p99 ${r.latencyMs.p99} ms, ` +
+      `executions ${r.backend?.executions}, duplicates ${r.backend?.duplicates}, differing answers ${r.consistency.inconsistent}`;
+    process.stdout.write(
+      "storm, 500 keys x 20 concurrent copies, 20 ms backend (target: gateway within 1.20x of direct)\n",
+    );
+    process.stdout.write(`${stormLine("direct", stormDirect)}\n`);
+    process.stdout.write(
+      `${stormLine("gateway, memory", stormMem)}  -> ${(stormMem.durationMs / stormDirect.durationMs).toFixed(2)}x\n`,
+    );
+    process.stdout.write(
+      `${stormLine("gateway, redis", stormRedis)}  -> ${(stormRedis.durationMs / stormDirect.durationMs).toFixed(2)}x\n\n`,
+    );
+    const ok = waiters.filter((w) => w.status === 201);
+    process.stdout.write(
+      `10,000 waiting duplicates (memory store, 10 s backend): ${ok.length} answered 201, ` +
+        `${new Set(ok.map((w) => w.body)).size} distinct bodies, backend executions ${waitStats.executions}, ` +
+        `gateway peak RSS ${waitRss} MB (target < 300 MB)\n`,
+    );
+    const other = waiters.filter((w) => w.status !== 201);
+    if (other.length)
+      process.stdout.write(
+        `  not 201: ${other.length}, e.g. ${other[0]?.status} ${other[0]?.body.slice(0, 120)}\n`,
+      );
+  } finally {
+    await Promise.all(procs.map((p) => p.stop()));
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench failed: ${String(err)}\n`);
+  process.exit(1);
+});

@@ -58,7 +58,10 @@ const startBackend = (latency: string) =>
 
 async function startGateway(upstream: string, store: string, dir: string): Promise<Proc> {
   const file = join(dir, `gw-${Math.random().toString(36).slice(2)}.yaml`);
-  await writeFile(file, `upstream: { url: "${upstream}" }\nstore: ${store}\nlog: { level: warn }\n`);
+  await writeFile(
+    file,
+    `upstream: { url: "${upstream}" }\nstore: ${store}\nlog: { level: warn }\nadmin: { port: 0 }\n`,
+  );
   return spawnListening(
     process.execPath,
     [CLI, "serve", "--config", file, "--port", "0"],

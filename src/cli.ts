@@ -85,6 +85,7 @@ async function load(file: string, flags: Overrides): Promise<Config> {
     upstream: flags.upstream ?? env.upstream,
     store: flags.store ?? env.store,
     redis: flags.redis ?? env.redis,
+    adminPort: flags.adminPort ?? env.adminPort,
   };
   try {
     return await loadConfig(file, merged);
@@ -101,7 +102,8 @@ async function serveCommand(opts: { config: string } & Overrides): Promise<void>
   for (const warning of configWarnings(config)) process.stderr.write(`warning: ${warning}\n`);
   const gateway = await startGateway(config);
   process.stdout.write(
-    `idempotency-gateway listening on ${gateway.url} (upstream ${config.upstream.url}, store ${config.store.kind})\n`,
+    `idempotency-gateway listening on ${gateway.url} (upstream ${config.upstream.url}, store ${config.store.kind}` +
+      `${gateway.adminUrl ? `, admin ${gateway.adminUrl}` : ""})\n`,
   );
   let stopping = false;
   const stop = (signal: string) => {
@@ -310,6 +312,7 @@ export function buildCli(): Command {
     .option("--upstream <url>", "upstream base URL")
     .option("--store <kind>", "memory | redis")
     .option("--redis <url>", "Redis URL")
+    .option("--admin-port <n>", "port of /healthz and /readyz (0 = any free port)", port)
     .action(serveCommand);
 
   program

@@ -88,13 +88,17 @@ export class InFlightError extends RetryableError {
 
 export class OutcomeUnknownError extends RetryableError {
   readonly retryAfterSeconds = 60;
-  constructor() {
+  constructor(
+    detail = "an earlier attempt reached the backend but its answer was lost; it is not repeated automatically",
+    options?: ErrorOptions,
+  ) {
     super(
       "OUTCOME_UNKNOWN",
       409,
       "Outcome of an earlier request with this key is unknown",
-      "an earlier attempt reached the backend but its answer was lost; it is not repeated automatically",
+      detail,
       { state: "unknown" },
+      options,
     );
   }
 }

@@ -15,7 +15,7 @@ export {
   type RouteSettings,
   RouteTable,
 } from "./routes.js";
-export type { Config, FingerprintPart } from "./schema.js";
-export { parsePointer, parseSource, type Source } from "./sources.js";
+export type { Config, FingerprintPart, ReconcileRule } from "./schema.js";
+export { parsePointer, parseSource, parseTemplate, type Source, type Template } from "./sources.js";
 export { parseDuration, parseSize } from "./units.js";
 export { configWarnings } from "./warnings.js";

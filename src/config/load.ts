@@ -10,6 +10,7 @@ export interface Overrides {
   upstream?: string | undefined;
   store?: string | undefined;
   redis?: string | undefined;
+  adminPort?: number | undefined;
 }
 
 /** `routes[1].key.from[0]` from `["routes", 1, "key", "from", 0]`. */
@@ -47,6 +48,7 @@ function applyOverrides(raw: Raw, o: Overrides): void {
   if (o.upstream !== undefined) child(raw, "upstream").url = o.upstream;
   if (o.store !== undefined) child(raw, "store").kind = o.store;
   if (o.redis !== undefined) child(child(raw, "store"), "redis").url = o.redis;
+  if (o.adminPort !== undefined) child(raw, "admin").port = o.adminPort;
 }
 
 /** Validates an already-parsed document; throws ConfigError listing every problem by path. */
@@ -59,9 +61,19 @@ export function parseConfig(raw: unknown, overrides: Overrides = {}): Config {
   if (!result.success) throw new ConfigError(formatIssues(result.error));
   const names = new Set<string>();
   const problems: string[] = [];
+  const { defaults } = result.data;
+  if (defaults.onUnknown === "reconcile" && !defaults.reconcile) {
+    problems.push("defaults.reconcile: required when onUnknown is reconcile (the probe to ask the backend)");
+  }
   result.data.routes.forEach((route, i) => {
     if (names.has(route.name)) problems.push(`routes[${i}].name: duplicate route name "${route.name}"`);
     names.add(route.name);
+    const onUnknown = route.onUnknown ?? defaults.onUnknown;
+    if (route.protect && onUnknown === "reconcile" && !(route.reconcile ?? defaults.reconcile)) {
+      problems.push(
+        `routes[${i}].reconcile: required when onUnknown is reconcile (the probe to ask the backend)`,
+      );
+    }
   });
   if (problems.length) throw new ConfigError(problems);
   return result.data;

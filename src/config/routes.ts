@@ -1,4 +1,4 @@
-import type { Config, DefaultsInput, FingerprintPart, RouteInput } from "./schema.js";
+import type { Config, DefaultsInput, FingerprintPart, ReconcileRule, RouteInput } from "./schema.js";
 import type { Source } from "./sources.js";
 
 /**
@@ -22,6 +22,8 @@ export interface RouteSettings {
   cacheList: readonly (string | number)[];
   maxBodySize: number;
   onUnknown: "reject" | "retry" | "reconcile";
+  /** Present when onUnknown is reconcile (the config is refused otherwise). */
+  reconcile: ReconcileRule | undefined;
 }
 
 export interface CompiledRoute {
@@ -92,6 +94,7 @@ function mergeSettings(defaults: DefaultsInput, route: Partial<RouteInput>): Rou
     cacheList,
     maxBodySize: route.maxBodySize ?? defaults.maxBodySize,
     onUnknown: route.onUnknown ?? defaults.onUnknown,
+    reconcile: route.reconcile ?? defaults.reconcile,
   };
 }
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { parseSource, type Source } from "./sources.js";
+import { parseSource, parseTemplate, type Source, type Template } from "./sources.js";
 import { parseDuration, parseSize } from "./units.js";
 
 const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -59,6 +59,33 @@ const cacheEntry = z.union([
     .transform(Number),
 ]);
 
+const statusCode = z.number().int().min(100).max(599);
+
+const reconcileRule = z.strictObject({
+  probe: z.strictObject({
+    method: method.default("GET"),
+    path: z
+      .string()
+      .startsWith("/", 'a probe path starts with "/"')
+      .transform((text, ctx): { text: string; template: Template } => {
+        const template = parseTemplate(text);
+        if (typeof template === "string") {
+          ctx.addIssue({ code: "custom", message: template });
+          return z.NEVER;
+        }
+        return { text, template };
+      })
+      .describe("Path and query of the probe, with {source} placeholders filled from the original request."),
+  }),
+  found: z
+    .array(statusCode)
+    .min(1)
+    .default([200])
+    .describe("Probe statuses meaning the operation was executed."),
+  notFound: z.array(statusCode).min(1).default([404]).describe("Probe statuses meaning it was not."),
+});
+export type ReconcileRule = z.output<typeof reconcileRule>;
+
 const keyRule = z.strictObject({
   header: z
     .union([z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "invalid header name"), z.literal(false)])
@@ -99,6 +126,7 @@ const settingsShape = {
   onUnknown: z
     .enum(["reject", "retry", "reconcile"])
     .describe("What a retry of a request whose outcome is unknown gets. By default, reject."),
+  reconcile: reconcileRule.describe("The probe that onUnknown: reconcile asks the backend."),
 };
 
 const defaultsSchema = z
@@ -114,6 +142,7 @@ const defaultsSchema = z
     cache: settingsShape.cache.default(["2xx", "4xx"]),
     maxBodySize: settingsShape.maxBodySize.prefault("1mb"),
     onUnknown: settingsShape.onUnknown.default("reject"),
+    reconcile: settingsShape.reconcile.optional(),
   })
   .prefault({});
 
@@ -138,6 +167,7 @@ const routeSchema = z.strictObject({
   cache: settingsShape.cache.optional(),
   maxBodySize: settingsShape.maxBodySize.optional(),
   onUnknown: settingsShape.onUnknown.optional(),
+  reconcile: settingsShape.reconcile.optional(),
 });
 export type RouteInput = z.output<typeof routeSchema>;
 export type DefaultsInput = z.output<typeof defaultsSchema>;
@@ -178,6 +208,15 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   log: z.strictObject({ level: z.string().default("info") }).prefault({}),
+  admin: z
+    .strictObject({
+      host: z.string().default("127.0.0.1").describe("By default, loopback only."),
+      port: z
+        .union([z.number().int().min(0).max(65535), z.literal(false)])
+        .default(8081)
+        .describe("Port of /healthz and /readyz; 0 picks any free port, false turns the listener off."),
+    })
+    .prefault({}),
   defaults: defaultsSchema,
   routes: z.array(routeSchema).default([]),
 });

@@ -45,3 +45,21 @@ export function parsePointer(text: string): string[] | string {
     .split("/")
     .map((t) => t.replaceAll("~1", "/").replaceAll("~0", "~"));
 }
+
+/** A text with `{source}` placeholders, such as `/invoices?number={body:/invoiceNumber}`. */
+export type Template = readonly (string | Source)[];
+
+/** Splits a template into literal text and sources, or returns why it is not one. */
+export function parseTemplate(text: string): Template | string {
+  const parts: (string | Source)[] = [];
+  let last = 0;
+  for (const m of text.matchAll(/\{([^{}]*)\}/g)) {
+    if (m.index > last) parts.push(text.slice(last, m.index));
+    const source = parseSource(m[1] as string);
+    if (typeof source === "string") return source;
+    parts.push(source);
+    last = m.index + m[0].length;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  return parts;
+}

@@ -16,6 +16,8 @@ export interface DemoBackendOptions {
   stallRate?: number;
   stallMs?: number;
   random?: () => number;
+  /** Called after each commit (tests await it instead of sleeping). */
+  onCommit?: (invoice: Invoice) => void;
 }
 
 export interface Invoice {
@@ -92,6 +94,7 @@ export async function startDemoBackend(options: DemoBackendOptions = {}): Promis
     const key = JSON.stringify([invoice.invoiceNumber, invoice.transactionId]);
     executionsByKey.set(key, (executionsByKey.get(key) ?? 0) + 1);
     byNumber.set(invoice.invoiceNumber, [...(byNumber.get(invoice.invoiceNumber) ?? []), invoice]);
+    options.onCommit?.(invoice);
     return invoice;
   }
 

@@ -1,6 +1,7 @@
 export {
   type DemoBackendOptions,
   type DemoStats,
+  type Invoice,
   type RunningDemoBackend,
   startDemoBackend,
 } from "./backend.js";

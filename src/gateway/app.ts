@@ -3,11 +3,12 @@ import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
 import type { Logger } from "pino";
-import type { RouteTable } from "../config/index.js";
+import type { ReconcileRule, RouteTable } from "../config/index.js";
 import { StoreUnavailableError } from "../errors.js";
 import {
   deriveKey,
   type IdempotencyEngine,
+  isMissing,
   isProtected,
   RequestFields,
   type RequestView,
@@ -42,9 +43,13 @@ function clientInfo(incoming: IncomingMessage): ClientInfo {
 }
 
 /** Writes a stored (or just stored) response; first answers and replays go out byte for byte alike. */
-function writeStored(outgoing: ServerResponse, response: StoredResponse, replayed: boolean): void {
+function writeStored(
+  outgoing: ServerResponse,
+  response: StoredResponse,
+  replayed: boolean | "reconciled",
+): void {
   const headers = flatten(response.headers);
-  if (replayed) headers.push("idempotent-replayed", "true");
+  if (replayed) headers.push("idempotent-replayed", replayed === true ? "true" : replayed);
   const bodyless = response.status === 204 || response.status === 304 || response.status < 200;
   if (!bodyless) headers.push("content-length", String(response.body.byteLength));
   outgoing.writeHead(response.status, headers);
@@ -90,6 +95,31 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     });
   }
 
+  /** The reconciliation probe: the rule's request, filled from the original, with its credentials. */
+  function probe(
+    rule: ReconcileRule,
+    fields: RequestFields,
+    incoming: IncomingMessage,
+  ): Promise<StoredResponse> {
+    let path = "";
+    for (const part of rule.probe.path.template) {
+      if (typeof part === "string") {
+        path += part;
+        continue;
+      }
+      const value = fields.get(part);
+      if (isMissing(value)) return Promise.reject(new Error(`${part.text} is missing for the probe`));
+      path += encodeURIComponent(typeof value === "string" ? value : JSON.stringify(value));
+    }
+    const headers = upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming), true);
+    const withoutBody: string[] = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      if (!/^content-/i.test(headers[i] as string))
+        withoutBody.push(headers[i] as string, headers[i + 1] as string);
+    }
+    return upstream.sendBuffered({ method: rule.probe.method, path, headers: withoutBody, body: null });
+  }
+
   app.all("*", async function idempotency(c) {
     const { incoming, outgoing } = c.env;
     const method = incoming.method as string;
@@ -105,14 +135,20 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
 
     const body = await readBody(incoming, route.settings.maxBodySize);
     const view: RequestView = { method, path, rawQuery: q < 0 ? "" : url.slice(q + 1), header, params, body };
-    const key = deriveKey(route, new RequestFields(view));
+    const fields = new RequestFields(view);
+    const key = deriveKey(route, fields);
     if (!key) {
       writeStored(outgoing, await forwardBuffered(incoming, body), false);
       return RESPONSE_ALREADY_SENT;
     }
     try {
-      const result = await engine.handle(route.settings, key.storeKey, key.fingerprint, () =>
-        forwardBuffered(incoming, body),
+      const rule = route.settings.reconcile;
+      const result = await engine.handle(
+        route.settings,
+        key.storeKey,
+        key.fingerprint,
+        () => forwardBuffered(incoming, body),
+        rule && (() => probe(rule, fields, incoming)),
       );
       writeStored(outgoing, result.response, result.replayed);
       logger.debug({ route: route.name, key: key.storeKey, outcome: result.outcome }, "protected request");

@@ -5,11 +5,16 @@ import { type Config, RouteTable } from "../config/index.js";
 import { IdempotencyEngine } from "../idempotency/index.js";
 import { Upstream } from "../proxy/index.js";
 import { createStore, type IdempotencyStore } from "../store/index.js";
+import { startAdmin } from "./admin.js";
 import { createApp } from "./app.js";
 
 export interface RunningGateway {
   url: string;
   port: number;
+  /** The admin listener's URL, when it is on. */
+  adminUrl: string | undefined;
+  /** Requests forwarded unprotected while the store was unreachable (failMode: open). */
+  unprotectedForwards(): number;
   store: IdempotencyStore;
   engine: IdempotencyEngine;
   /** Stops accepting, lets attempts under way finish and store (up to the drain timeout), then closes. */
@@ -34,13 +39,25 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     leaseLost: (key) => logger.warn({ key }, "attempt lost its lease; another attempt owns the key"),
     storeWriteFailed: (key, err) => logger.error({ key, err }, "store write after forwarding failed"),
   });
+  let unprotected = 0;
   const app = createApp({
     routes: new RouteTable(config),
     engine,
     upstream,
     failMode: config.store.failMode,
     logger,
+    onUnprotected: () => {
+      unprotected++;
+    },
   });
+  const admin =
+    config.admin.port === false
+      ? undefined
+      : await startAdmin(
+          { store, unprotectedForwards: () => unprotected },
+          config.admin.host,
+          config.admin.port,
+        );
 
   const { server, info } = await new Promise<{ server: ReturnType<typeof serve>; info: AddressInfo }>(
     (resolve) => {
@@ -56,6 +73,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   return {
     url: `http://${host}:${info.port}`,
     port: info.port,
+    adminUrl: admin?.url,
+    unprotectedForwards: () => unprotected,
     store,
     engine,
     close() {
@@ -67,6 +86,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
         await Promise.race([closed, new Promise((r) => setTimeout(r, 200).unref())]);
         if ("closeAllConnections" in server) server.closeAllConnections();
         await closed;
+        if (admin) await new Promise<void>((resolve) => admin.server.close(() => resolve()));
         await upstream.close();
         await store.close();
       })();

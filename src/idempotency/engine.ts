@@ -24,17 +24,23 @@ export const Outcome = {
   Replayed: "replayed",
   /** The request waited for a concurrent duplicate and got its response. */
   Waited: "waited",
+  /** The outcome was unknown and a probe found that the backend had executed it. */
+  Reconciled: "reconciled",
 } as const;
 export type Outcome = (typeof Outcome)[keyof typeof Outcome];
 
 export interface EngineResult {
   response: StoredResponse;
-  replayed: boolean;
+  /** "reconciled": the answer came from a reconciliation probe, not from executing this request. */
+  replayed: boolean | "reconciled";
   outcome: Outcome;
 }
 
 /** Sends the request upstream. Throws UpstreamUnreachableError when nothing was sent. */
 export type Forward = () => Promise<StoredResponse>;
+
+/** Asks the backend whether an operation of unknown outcome was executed (onUnknown: reconcile). */
+export type Probe = () => Promise<StoredResponse>;
 
 export interface EngineEvents {
   /** An attempt's lease could not be extended, or its final write was refused: another attempt owns the key. */
@@ -68,21 +74,26 @@ export class IdempotencyEngine {
     key: string,
     fingerprint: string,
     forward: Forward,
+    probe?: Probe,
   ): Promise<EngineResult> {
     let record = await this.store.get(key);
     let waited = false;
     let deadline: number | undefined;
+    const takeOverUnknown = settings.onUnknown !== "reject";
     for (;;) {
       if (record?.fingerprint !== undefined && record.fingerprint !== fingerprint) throw new KeyReusedError();
-      const retryUnknown = record?.state === RecordState.Unknown && settings.onUnknown === "retry";
-      if (record === undefined || retryUnknown) {
+      if (record === undefined || (record.state === RecordState.Unknown && takeOverUnknown)) {
         const begun = await this.store.begin(key, {
           fingerprint,
           leaseMs: settings.lockTtlMs,
           ttlMs: settings.ttlMs,
-          takeOverUnknown: settings.onUnknown === "retry",
+          takeOverUnknown,
         });
-        if (begun.acquired) return this.track(this.attempt(settings, key, begun.token, forward));
+        if (begun.acquired) {
+          // Decided by what begin found, not by the earlier read: the key may have turned unknown since.
+          const reconcile = begun.tookOver && settings.onUnknown === "reconcile" ? probe : undefined;
+          return this.track(this.attempt(settings, key, begun.token, forward, reconcile));
+        }
         record = begun.record;
         continue;
       }
@@ -90,11 +101,10 @@ export class IdempotencyEngine {
         case RecordState.Completed:
           return {
             response: record.response,
-            replayed: true,
+            replayed: record.response.reconciled ? "reconciled" : true,
             outcome: waited ? Outcome.Waited : Outcome.Replayed,
           };
         case RecordState.Unknown:
-          // `reconcile` asks the backend; until a probe is configured it answers as `reject` does.
           throw new OutcomeUnknownError();
         case RecordState.InFlight:
           if (settings.concurrent === "reject") throw new InFlightError(IN_FLIGHT_RETRY_AFTER_S);
@@ -152,6 +162,7 @@ export class IdempotencyEngine {
     key: string,
     token: string,
     forward: Forward,
+    reconcile?: Probe,
   ): Promise<EngineResult> {
     const every = Math.max(1, Math.floor(settings.lockTtlMs / 3));
     const keepAlive = setInterval(() => {
@@ -163,6 +174,16 @@ export class IdempotencyEngine {
       );
     }, every);
     keepAlive.unref();
+    if (reconcile) {
+      const found = await this.reconcile(settings, key, token, reconcile).catch((err: unknown) => {
+        clearInterval(keepAlive);
+        throw err;
+      });
+      if (found) {
+        clearInterval(keepAlive);
+        return found;
+      }
+    }
     let response: StoredResponse;
     try {
       response = await forward();
@@ -188,6 +209,39 @@ export class IdempotencyEngine {
     }
     await this.settle(key, () => this.store.release(key, token));
     return { response, replayed: false, outcome: Outcome.NotStored };
+  }
+
+  /**
+   * Asks the backend whether the operation of unknown outcome was executed, holding the lease:
+   * found, its answer is stored and replayed; not found, undefined (the caller forwards the
+   * original); anything else leaves the key unknown.
+   */
+  private async reconcile(
+    settings: RouteSettings,
+    key: string,
+    token: string,
+    probe: Probe,
+  ): Promise<EngineResult | undefined> {
+    const rule = settings.reconcile;
+    let answer: StoredResponse | undefined;
+    let failure = "";
+    try {
+      answer = await probe();
+    } catch (err) {
+      failure = err instanceof Error ? err.message : String(err);
+    }
+    if (answer && rule?.found.includes(answer.status)) {
+      const response: StoredResponse = { ...answer, reconciled: true };
+      await this.settle(key, () => this.store.complete(key, token, response, settings.ttlMs));
+      return { response, replayed: "reconciled", outcome: Outcome.Reconciled };
+    }
+    if (answer && rule?.notFound.includes(answer.status)) return undefined;
+    await this.settle(key, () => this.store.markUnknown(key, token));
+    throw new OutcomeUnknownError(
+      `the outcome of an earlier attempt is unknown and the reconciliation probe ${
+        answer ? `answered ${answer.status}` : `failed (${failure})`
+      }; it stays unknown`,
+    );
   }
 
   /** Runs a write that ends an attempt; its failure must not hide the upstream's answer from the caller. */

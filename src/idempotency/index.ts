@@ -1,5 +1,12 @@
 export { canonicalJson, sha256 } from "./canonical.js";
-export { type EngineEvents, type EngineResult, type Forward, IdempotencyEngine, Outcome } from "./engine.js";
+export {
+  type EngineEvents,
+  type EngineResult,
+  type Forward,
+  IdempotencyEngine,
+  Outcome,
+  type Probe,
+} from "./engine.js";
 export { type ExplainInput, type Explanation, explain } from "./explain.js";
 export { parseIdempotencyKey } from "./key-header.js";
 export { type DerivedKey, deriveKey, fingerprint, fingerprintParts, isProtected } from "./keys.js";

@@ -62,6 +62,7 @@ export class MemoryStore implements IdempotencyStore {
       if (!(record.state === RecordState.Unknown && lease.takeOverUnknown))
         return { acquired: false, record };
     }
+    const tookOver = entry !== undefined;
     const now = this.now();
     const token = randomUUID();
     this.entries.set(key, {
@@ -72,7 +73,7 @@ export class MemoryStore implements IdempotencyStore {
       token,
       leaseUntil: now + lease.leaseMs,
     });
-    return { acquired: true, token };
+    return { acquired: true, token, tookOver };
   }
 
   async extend(key: string, token: string, leaseMs: number): Promise<boolean> {
@@ -106,6 +107,8 @@ export class MemoryStore implements IdempotencyStore {
     this.notify(key);
     return true;
   }
+
+  async ping(): Promise<void> {}
 
   async purge(key: string): Promise<boolean> {
     const existed = this.entries.delete(key);

@@ -20,7 +20,7 @@ export interface RedisStoreOptions {
   now?: () => number;
 }
 
-const FIELDS = "'state', 'fp', 'created', 'expires', 'status', 'headers', 'body'";
+const FIELDS = "'state', 'fp', 'created', 'expires', 'status', 'headers', 'body', 'recon'";
 
 /**
  * One Lua script per atomic step (ioredis defineCommand sends EVALSHA). KEYS[1] is the record
@@ -31,7 +31,7 @@ const SCRIPTS = {
   // The record and whether a lease is held, in one round trip: all a replay costs.
   idemGet: `
     local r = redis.call('HMGET', KEYS[1], ${FIELDS})
-    r[8] = redis.call('EXISTS', KEYS[2])
+    r[9] = redis.call('EXISTS', KEYS[2])
     return r`,
   // Runs while this attempt holds the lock (ARGV[1] = its value). Marks the key in flight unless a
   // record is there that may not be taken over; then gives the lock back and returns the record.
@@ -41,13 +41,14 @@ const SCRIPTS = {
     if state and not takeOver then
       if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
       local r = redis.call('HMGET', KEYS[1], ${FIELDS})
-      r[8] = 0
+      r[9] = 0
       return r
     end
     redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fp', ARGV[2],
       'created', ARGV[3], 'expires', tonumber(ARGV[3]) + tonumber(ARGV[4]))
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    if state then return 2 end
     return 1`,
   // The writes that end an attempt: each only if the record is still this attempt's (fencing), each
   // also frees the lock (like redlock's release: only if it holds this value) and wakes waiters.
@@ -55,7 +56,7 @@ const SCRIPTS = {
     local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
     if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end
     redis.call('HSET', KEYS[1], 'state', 'completed', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4],
-      'expires', tonumber(ARGV[6]) + tonumber(ARGV[5]))
+      'expires', tonumber(ARGV[6]) + tonumber(ARGV[5]), 'recon', ARGV[8])
     redis.call('PEXPIRE', KEYS[1], ARGV[5])
     if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
     redis.call('PUBLISH', ARGV[7], 'completed')
@@ -204,9 +205,9 @@ export class RedisStore implements IdempotencyStore {
         lease.takeOverUnknown ? "1" : "0",
       ),
     );
-    if (reply === 1) {
+    if (reply === 1 || reply === 2) {
       this.locks.set(lock.value, lock);
-      return { acquired: true, token: lock.value };
+      return { acquired: true, token: lock.value, tookOver: reply === 2 };
     }
     const record = decode(reply, false);
     if (!record) throw new StoreUnavailableError("begin: the record vanished while locked");
@@ -238,6 +239,7 @@ export class RedisStore implements IdempotencyStore {
         ttlMs,
         this.now(),
         this.channel(key),
+        response.reconciled ? "1" : "0",
       ),
     );
     return reply === 1;
@@ -257,6 +259,10 @@ export class RedisStore implements IdempotencyStore {
       this.redis.idemReleaseBuffer(this.rec(key), this.lockKey(key), token, this.channel(key)),
     );
     return reply === 1;
+  }
+
+  async ping(): Promise<void> {
+    await this.call("ping", () => this.redis.ping());
   }
 
   async purge(key: string): Promise<boolean> {
@@ -351,12 +357,12 @@ async function isLockedError(err: unknown): Promise<boolean> {
 function decode(reply: Reply, lockKnown: boolean): StoredRecord | undefined {
   if (!Array.isArray(reply) || reply[0] === null || reply[0] === undefined) {
     // No record; a held lock means another attempt is between taking it and writing its record.
-    if (lockKnown && Array.isArray(reply) && Number(reply[7]) === 1) {
+    if (lockKnown && Array.isArray(reply) && Number(reply[8]) === 1) {
       return { state: RecordState.InFlight, fingerprint: undefined, createdAt: 0, expiresAt: 0 };
     }
     return undefined;
   }
-  const [state, fp, created, expires, status, headers, body, locked] = reply;
+  const [state, fp, created, expires, status, headers, body, recon, locked] = reply;
   const base = {
     fingerprint: String(fp),
     createdAt: Number(String(created)),
@@ -371,6 +377,7 @@ function decode(reply: Reply, lockKnown: boolean): StoredRecord | undefined {
           status: Number(String(status)),
           headers: JSON.parse(String(headers)) as [string, string][],
           body: body ?? Buffer.alloc(0),
+          ...(String(recon) === "1" ? { reconciled: true } : {}),
         },
       };
     case RecordState.InFlight:

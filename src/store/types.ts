@@ -3,6 +3,8 @@ export interface StoredResponse {
   status: number;
   headers: readonly (readonly [string, string])[];
   body: Uint8Array;
+  /** Learnt from the backend by a reconciliation probe rather than from the request itself. */
+  reconciled?: boolean;
 }
 
 export const RecordState = {
@@ -42,7 +44,9 @@ export interface Lease {
   takeOverUnknown: boolean;
 }
 
-export type BeginResult = { acquired: true; token: string } | { acquired: false; record: StoredRecord };
+export type BeginResult =
+  /** `tookOver`: the key was `unknown` (or its lease had run out) and this attempt now owns it. */
+  { acquired: true; token: string; tookOver: boolean } | { acquired: false; record: StoredRecord };
 
 /**
  * What the engine asks of a store. Every write that ends an attempt names the attempt's token and
@@ -60,6 +64,8 @@ export interface IdempotencyStore {
   release(key: string, token: string): Promise<boolean>;
   /** Resolves once the key is no longer in flight, with its record then (undefined: released). */
   waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined>;
+  /** Resolves when the store answers; rejects with StoreUnavailableError when it does not. */
+  ping(): Promise<void>;
   /** Removes a record whatever its state (operator action). */
   purge(key: string): Promise<boolean>;
   close(): Promise<void>;

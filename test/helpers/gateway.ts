@@ -9,7 +9,7 @@ export type TestConfig = Omit<Record<string, unknown>, "upstream"> & {
 
 export function testConfig(input: TestConfig): Config {
   const upstream = typeof input.upstream === "string" ? { url: input.upstream } : input.upstream;
-  return parseConfig({ listen: { host: "127.0.0.1", port: 0 }, ...input, upstream });
+  return parseConfig({ listen: { host: "127.0.0.1", port: 0 }, admin: { port: 0 }, ...input, upstream });
 }
 
 /** A gateway on a free port with a silent logger; closed by the caller (usually in afterEach). */

@@ -10,12 +10,18 @@ export interface Reply {
 /** One request, body read whole; keeps the response as bytes for byte-for-byte comparisons. */
 export async function send(
   url: string,
-  init: { method?: string; headers?: Record<string, string>; body?: string | Buffer } = {},
+  init: {
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string | Buffer;
+    signal?: AbortSignal;
+  } = {},
 ): Promise<Reply> {
   const res = await request(url, {
     method: (init.method ?? "POST") as "POST",
     headers: init.headers ?? {},
     body: init.body ?? null,
+    ...(init.signal ? { signal: init.signal } : {}),
   });
   const body = Buffer.from(await res.body.arrayBuffer());
   return {

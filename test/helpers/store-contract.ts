@@ -106,7 +106,21 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
         acquired: false,
         record: { state: "unknown" },
       });
-      expect((await store.begin(key, lease({ takeOverUnknown: true }))).acquired).toBe(true);
+      expect(await store.begin(key, lease({ takeOverUnknown: true }))).toMatchObject({
+        acquired: true,
+        tookOver: true,
+      });
+    });
+
+    it("says a fresh key was not taken over", async () => {
+      expect(await store.begin(key, lease({ takeOverUnknown: true }))).toMatchObject({
+        acquired: true,
+        tookOver: false,
+      });
+    });
+
+    it("answers a ping", async () => {
+      await expect(store.ping()).resolves.toBeUndefined();
     });
 
     it("reads an in-flight record whose lease ran out as unknown, and fences the old attempt", async () => {

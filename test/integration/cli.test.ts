@@ -162,7 +162,7 @@ describe("check-config --explain", () => {
 describe("serve", () => {
   it("takes the upstream and port from the command line and the environment", async () => {
     upstream = await startUpstream();
-    gw = await spawnServe(["--port", "0"], { UPSTREAM_URL: upstream.url });
+    gw = await spawnServe(["--port", "0", "--admin-port", "0"], { UPSTREAM_URL: upstream.url });
     const res = await send(`${gw.url}/hello`, { method: "GET" });
     expect(res.status).toBe(200);
     expect(upstream.calls[0]?.url).toBe("/hello");
@@ -180,7 +180,7 @@ describe("serve", () => {
       await hold.promise;
       res.end("finished during drain");
     });
-    gw = await spawnServe(["--port", "0", "--upstream", upstream.url]);
+    gw = await spawnServe(["--port", "0", "--admin-port", "0", "--upstream", upstream.url]);
     const pending = send(`${gw.url}/invoices`, {
       headers: { "idempotency-key": "drain-1", "x-tenant-id": "t" },
       body: '{"invoiceNumber":"A","transactionId":"B"}',

@@ -31,7 +31,7 @@ beforeAll(async () => {
   const config = join(dir, "gateway.yaml");
   await writeFile(
     config,
-    `upstream: { url: "${upstream.url}" }\nstore: { kind: redis, redis: { url: "${redis.url}", prefix: "multi:" } }\nlog: { level: warn }\n`,
+    `upstream: { url: "${upstream.url}" }\nstore: { kind: redis, redis: { url: "${redis.url}", prefix: "multi:" } }\nlog: { level: warn }\nadmin: { port: 0 }\n`,
   );
   for (let i = 0; i < 3; i++) gateways.push(await spawnServe(["--config", config, "--port", "0"]));
 }, 60_000);

@@ -40,7 +40,16 @@ describe("packaged install", () => {
 
     upstream = await startUpstream();
     gw = await spawnServe(
-      ["--config", join(app, "config", "gateway.yaml"), "--port", "0", "--upstream", upstream.url],
+      [
+        "--config",
+        join(app, "config", "gateway.yaml"),
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--upstream",
+        upstream.url,
+      ],
       {},
       join(app, "dist", "cli.js"),
     );

@@ -68,6 +68,33 @@ describe("config", () => {
     expect(problems({ ...base, ...raw }).join("\n")).toContain(expected);
   });
 
+  it.each([
+    [
+      { routes: [{ name: "r", match: { path: "/r" }, onUnknown: "reconcile" }] },
+      "routes[0].reconcile: required when onUnknown is reconcile",
+    ],
+    [{ defaults: { onUnknown: "reconcile" } }, "defaults.reconcile: required when onUnknown is reconcile"],
+    [
+      { defaults: { onUnknown: "reconcile", reconcile: { probe: { path: "/i?n={bdy:/n}" } } } },
+      'defaults.reconcile.probe.path: unknown source "bdy:/n"',
+    ],
+  ])("checks the reconciliation probe (%#)", (raw, expected) => {
+    expect(problems({ ...base, ...raw }).join("\n")).toContain(expected);
+  });
+
+  it("compiles a probe template into text and sources, with defaults for found and notFound", () => {
+    const c = parseConfig({
+      ...base,
+      defaults: { onUnknown: "reconcile", reconcile: { probe: { path: "/i?n={body:/n}&t={header:X-T}" } } },
+    });
+    expect(c.defaults.reconcile?.probe.method).toBe("GET");
+    expect(c.defaults.reconcile?.found).toEqual([200]);
+    expect(c.defaults.reconcile?.notFound).toEqual([404]);
+    expect(
+      c.defaults.reconcile?.probe.path.template.map((p) => (typeof p === "string" ? p : p.text)),
+    ).toEqual(["/i?n=", "body:/n", "&t=", "header:X-T"]);
+  });
+
   it("asks for the upstream when none is given", () => {
     expect(problems({})).toContain("upstream: required: set upstream.url, --upstream or UPSTREAM_URL");
   });

@@ -1,0 +1,228 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type Invoice, type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
+import type { RunningGateway } from "../../src/gateway/index.js";
+import { RedisStore } from "../../src/store/redis.js";
+import { startTestGateway } from "../helpers/gateway.js";
+import { send } from "../helpers/http.js";
+import { startRedis, type TestRedis } from "../helpers/redis.js";
+import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
+
+let backend: RunningDemoBackend | undefined;
+let upstream: TestUpstream | undefined;
+let gateway: RunningGateway | undefined;
+afterEach(async () => {
+  await gateway?.close();
+  await backend?.close();
+  await upstream?.close();
+  gateway = undefined;
+  backend = undefined;
+  upstream = undefined;
+});
+
+const invoiceRoute = (over: Record<string, unknown> = {}) => ({
+  name: "create-invoice",
+  match: { method: "POST", path: "/invoices" },
+  key: { from: ["body:/invoiceNumber", "body:/transactionId"] },
+  scope: ["header:X-Tenant-Id"],
+  ...over,
+});
+const invoice = (n: string) => ({
+  headers: { "x-tenant-id": "acme", "content-type": "application/json" },
+  body: JSON.stringify({ invoiceNumber: n, transactionId: "T-1", amount: 10 }),
+});
+const reconcile = {
+  probe: { path: "/invoices?number={body:/invoiceNumber}" },
+  found: [200],
+  notFound: [404],
+};
+
+/** Resolves at the backend's next commit. */
+function nextCommit(): { hook: (i: Invoice) => void; committed: Promise<Invoice> } {
+  let hook!: (i: Invoice) => void;
+  const committed = new Promise<Invoice>((resolve) => {
+    hook = resolve;
+  });
+  return { hook, committed };
+}
+
+describe("unknown outcomes", () => {
+  it("the 31 s story: the client gives up, the backend commits later, the retry gets that commit", async () => {
+    // Scaled down: client timeout 200 ms < backend commit after 600 ms < gateway upstream timeout 10 s.
+    backend = await startDemoBackend({ port: 0, stallRate: 1, stallMs: 600 });
+    gateway = await startTestGateway({
+      upstream: { url: backend.url, timeout: "10s" },
+      routes: [invoiceRoute()],
+    });
+    const url = `${gateway.url}/invoices`;
+    const first = await send(url, { ...invoice("INV-31"), signal: AbortSignal.timeout(200) }).catch(
+      (e: Error) => e,
+    );
+    expect(first).toBeInstanceOf(Error);
+    const retry = await send(url, invoice("INV-31"));
+    expect(retry.status).toBe(201);
+    expect(retry.headers["idempotent-replayed"]).toBe("true");
+    expect(retry.json()).toMatchObject({ invoiceNumber: "INV-31" });
+    expect(backend.stats().executions).toBe(1);
+  });
+
+  it("an upstream that resets the connection after reading the request leaves the key unknown (504, then 409)", async () => {
+    upstream = await startUpstream((_call, res) => {
+      res.socket?.destroy();
+    });
+    gateway = await startTestGateway({ upstream: upstream.url });
+    const headers = { "idempotency-key": "reset-1" };
+    const first = await send(`${gateway.url}/pay`, { headers, body: "{}" });
+    const retry = await send(`${gateway.url}/pay`, { headers, body: "{}" });
+    expect(first.status).toBe(504);
+    expect(first.json()).toMatchObject({ code: "UPSTREAM_OUTCOME_UNKNOWN", state: "unknown" });
+    expect(retry.status).toBe(409);
+    expect(retry.json()).toMatchObject({ code: "OUTCOME_UNKNOWN" });
+    expect(upstream.calls).toHaveLength(1);
+  });
+
+  it("reconcile: the probe finds the committed invoice, which is stored and replayed as reconciled", async () => {
+    const commit = nextCommit();
+    // undici measures upstream timeouts with a resolution of about a second: leave a wide gap.
+    backend = await startDemoBackend({
+      port: 0,
+      stallRate: 1,
+      stallMs: 2_500,
+      onCommit: (i) => commit.hook(i),
+    });
+    gateway = await startTestGateway({
+      upstream: { url: backend.url, timeout: "200ms" },
+      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
+    });
+    const url = `${gateway.url}/invoices`;
+    const first = await send(url, invoice("INV-R1"));
+    expect(first.status).toBe(504);
+    await commit.committed;
+    const retry = await send(url, invoice("INV-R1"));
+    const again = await send(url, invoice("INV-R1"));
+    expect(retry.status).toBe(200);
+    expect(retry.headers["idempotent-replayed"]).toBe("reconciled");
+    expect(retry.json()).toMatchObject([{ invoiceNumber: "INV-R1" }]);
+    expect(again.headers["idempotent-replayed"]).toBe("reconciled");
+    expect(again.body.equals(retry.body)).toBe(true);
+    expect(backend.stats().executions).toBe(1);
+  });
+
+  it("reconcile: the probe finds nothing, so the original is forwarded again under the lock", async () => {
+    let posts = 0;
+    upstream = await startUpstream((call, res) => {
+      if (call.method === "GET") {
+        res.writeHead(404);
+        return void res.end();
+      }
+      posts++;
+      if (posts === 1) return; // the first POST never answers and never commits
+      res.writeHead(201);
+      res.end("created on the second try");
+    });
+    gateway = await startTestGateway({
+      upstream: { url: upstream.url, timeout: "150ms" },
+      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
+    });
+    const url = `${gateway.url}/invoices`;
+    expect((await send(url, invoice("INV-R2"))).status).toBe(504);
+    const retry = await send(url, invoice("INV-R2"));
+    expect(retry.status).toBe(201);
+    expect(retry.body.toString()).toBe("created on the second try");
+    expect(retry.headers["idempotent-replayed"]).toBeUndefined();
+    const probe = upstream.calls.find((c) => c.method === "GET");
+    expect(probe?.url).toBe("/invoices?number=INV-R2");
+    expect(probe?.headers["x-tenant-id"]).toBe("acme");
+    expect(posts).toBe(2);
+  });
+
+  it("reconcile: a probe that fails leaves the key unknown (409), and nothing is forwarded", async () => {
+    let posts = 0;
+    upstream = await startUpstream((call, res) => {
+      if (call.method === "GET") {
+        res.writeHead(500);
+        return void res.end();
+      }
+      posts++;
+    });
+    gateway = await startTestGateway({
+      upstream: { url: upstream.url, timeout: "150ms" },
+      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
+    });
+    const url = `${gateway.url}/invoices`;
+    expect((await send(url, invoice("INV-R3"))).status).toBe(504);
+    const retry = await send(url, invoice("INV-R3"));
+    const again = await send(url, invoice("INV-R3"));
+    expect(retry.status).toBe(409);
+    expect(retry.json()).toMatchObject({ code: "OUTCOME_UNKNOWN" });
+    expect(String(retry.json().detail)).toContain("probe answered 500");
+    expect(again.status).toBe(409);
+    expect(posts).toBe(1);
+  });
+});
+
+describe("store outage", () => {
+  let redis: TestRedis;
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterAll(async () => {
+    await redis?.close();
+  });
+
+  async function redisGateway(failMode: "closed" | "open") {
+    upstream = await startUpstream();
+    const store = new RedisStore({ url: redis.url, prefix: `outage-${failMode}:`, commandTimeoutMs: 500 });
+    await store.connect();
+    gateway = await startTestGateway({ upstream: upstream.url, store: { kind: "redis", failMode } }, store);
+    return { up: upstream, gw: gateway };
+  }
+
+  it("failMode closed: 503 + Retry-After while Redis is down, and recovery without a restart", async () => {
+    const { up, gw } = await redisGateway("closed");
+    const headers = { "idempotency-key": "outage-1" };
+    expect((await send(`${gw.url}/pay`, { headers, body: "{}" })).status).toBe(200);
+    expect((await send(`${gw.adminUrl}/readyz`, { method: "GET" })).status).toBe(200);
+    await redis.stop();
+    const down = await send(`${gw.url}/pay`, { headers: { "idempotency-key": "outage-2" }, body: "{}" });
+    expect(down.status).toBe(503);
+    expect(down.headers["retry-after"]).toBe("5");
+    expect(down.json()).toMatchObject({ code: "STORE_UNAVAILABLE" });
+    const ready = await send(`${gw.adminUrl}/readyz`, { method: "GET" });
+    expect(ready.status).toBe(503);
+    expect(ready.json()).toMatchObject({ store: { kind: "redis", reachable: false } });
+    expect(up.calls).toHaveLength(1);
+    await redis.start();
+    // Reconnection is the client's own; wait for readiness to say so, then use the gateway again.
+    await waitReady(`${gw.adminUrl}/readyz`);
+    const after = await send(`${gw.url}/pay`, { headers: { "idempotency-key": "outage-2" }, body: "{}" });
+    expect(after.status).toBe(200);
+    expect(up.calls).toHaveLength(2);
+  });
+
+  it("failMode open: forwards unprotected while Redis is down, and counts each such request", async () => {
+    const { up, gw } = await redisGateway("open");
+    await redis.stop();
+    const headers = { "idempotency-key": "open-1" };
+    const a = await send(`${gw.url}/pay`, { headers, body: "{}" });
+    const b = await send(`${gw.url}/pay`, { headers, body: "{}" });
+    expect([a.status, b.status]).toEqual([200, 200]);
+    expect(up.calls).toHaveLength(2);
+    expect(gw.unprotectedForwards()).toBe(2);
+    expect((await send(`${gw.adminUrl}/readyz`, { method: "GET" })).json()).toMatchObject({
+      unprotectedForwards: 2,
+    });
+    await redis.start();
+    await waitReady(`${gw.adminUrl}/readyz`);
+  });
+});
+
+/** Reconnection happens on the client's own schedule; readiness is the event to wait for. */
+async function waitReady(url: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const res = await send(url, { method: "GET" });
+    if (res.status === 200) return;
+    if (Date.now() > deadline) throw new Error("the gateway did not become ready again");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}

@@ -86,6 +86,8 @@ async function load(file: string, flags: Overrides): Promise<Config> {
     store: flags.store ?? env.store,
     redis: flags.redis ?? env.redis,
     adminPort: flags.adminPort ?? env.adminPort,
+    adminToken: env.adminToken,
+    logLevel: env.logLevel,
   };
   try {
     return await loadConfig(file, merged);

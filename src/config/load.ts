@@ -11,6 +11,8 @@ export interface Overrides {
   store?: string | undefined;
   redis?: string | undefined;
   adminPort?: number | undefined;
+  adminToken?: string | undefined;
+  logLevel?: string | undefined;
 }
 
 /** `routes[1].key.from[0]` from `["routes", 1, "key", "from", 0]`. */
@@ -49,6 +51,8 @@ function applyOverrides(raw: Raw, o: Overrides): void {
   if (o.store !== undefined) child(raw, "store").kind = o.store;
   if (o.redis !== undefined) child(child(raw, "store"), "redis").url = o.redis;
   if (o.adminPort !== undefined) child(raw, "admin").port = o.adminPort;
+  if (o.adminToken !== undefined) child(raw, "admin").token = o.adminToken;
+  if (o.logLevel !== undefined) child(raw, "log").level = o.logLevel;
 }
 
 /** Validates an already-parsed document; throws ConfigError listing every problem by path. */
@@ -75,6 +79,12 @@ export function parseConfig(raw: unknown, overrides: Overrides = {}): Config {
       );
     }
   });
+  const { admin } = result.data;
+  if (admin.port !== false && !admin.token && !isLoopback(admin.host)) {
+    problems.push(
+      `admin.token: required when the admin API listens on "${admin.host}", which is not loopback (or set ADMIN_TOKEN)`,
+    );
+  }
   if (problems.length) throw new ConfigError(problems);
   return result.data;
 }
@@ -95,4 +105,8 @@ export async function loadConfig(file: string, overrides: Overrides = {}): Promi
     throw new ConfigError([`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? String(err)})`]);
   }
   return parseConfigText(text, file, overrides);
+}
+
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\./.test(host);
 }

@@ -207,14 +207,37 @@ export const configSchema = z.strictObject({
       drainTimeout: duration.prefault("30s").describe("How long in-flight attempts may finish on SIGTERM."),
     })
     .prefault({}),
-  log: z.strictObject({ level: z.string().default("info") }).prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+      pretty: z.boolean().default(false).describe("Human-readable lines instead of JSON. By default, JSON."),
+    })
+    .prefault({}),
+  audit: z
+    .strictObject({
+      payloads: z
+        .boolean()
+        .default(false)
+        .describe(
+          "Keep request bodies in the attempt log. Off by default: they hold personal and financial data.",
+        ),
+      attempts: z.number().int().min(0).default(10_000).describe("How many attempt-log entries are kept."),
+    })
+    .prefault({}),
   admin: z
     .strictObject({
       host: z.string().default("127.0.0.1").describe("By default, loopback only."),
       port: z
         .union([z.number().int().min(0).max(65535), z.literal(false)])
         .default(8081)
-        .describe("Port of /healthz and /readyz; 0 picks any free port, false turns the listener off."),
+        .describe(
+          "Port of the admin API and /healthz, /readyz, /metrics; 0 picks any free port, false turns it off.",
+        ),
+      token: z
+        .string()
+        .min(16, "use at least 16 characters")
+        .optional()
+        .describe("Bearer token of the admin API."),
     })
     .prefault({}),
   defaults: defaultsSchema,

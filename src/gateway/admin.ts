@@ -1,15 +1,120 @@
+import { timingSafeEqual } from "node:crypto";
 import type { AddressInfo } from "node:net";
 import { type ServerType, serve } from "@hono/node-server";
-import { Hono } from "hono";
-import type { IdempotencyStore } from "../store/index.js";
+import { Hono, type MiddlewareHandler } from "hono";
+import { z } from "zod";
+import { type CompiledRoute, FALLBACK_ROUTE_NAME, formatPath, type RouteTable } from "../config/index.js";
+import { storeKeyFor } from "../idempotency/index.js";
+import { type IdempotencyStore, RecordState, type StoredRecord } from "../store/index.js";
+import type { GatewayMetrics } from "./metrics.js";
+import { PROBLEM_TYPE_PREFIX } from "./problem.js";
 
 export interface AdminDeps {
   store: IdempotencyStore;
+  routes: RouteTable;
+  metrics: GatewayMetrics;
+  /** Bearer token; without one the API is open, which config validation allows on loopback only. */
+  token: string | undefined;
   /** Requests forwarded unprotected because the store was unreachable (failMode: open). */
   unprotectedForwards(): number;
 }
 
-/** The operator's listener, apart from the proxied traffic: liveness and readiness. */
+function problem(
+  status: number,
+  code: string,
+  title: string,
+  detail: string,
+  headers: Record<string, string> = {},
+): Response {
+  const type = PROBLEM_TYPE_PREFIX + code.toLowerCase().replaceAll("_", "-");
+  return new Response(JSON.stringify({ type, title, status, detail, code }), {
+    status,
+    headers: { "content-type": "application/problem+json", ...headers },
+  });
+}
+
+function unauthorized(detail: string): Response {
+  return problem(401, "UNAUTHORIZED", "Unauthorized", detail, { "www-authenticate": 'Bearer realm="admin"' });
+}
+
+/** Bearer-token check in constant time, so the token cannot be guessed byte by byte from timings. */
+function bearer(token: string | undefined): MiddlewareHandler {
+  const expected = token === undefined ? undefined : Buffer.from(token);
+  return async function adminAuth(c, next) {
+    if (!expected) return next();
+    const header = c.req.header("authorization") ?? "";
+    if (!header.startsWith("Bearer ")) return unauthorized("send Authorization: Bearer <admin token>");
+    const given = Buffer.from(header.slice(7));
+    if (given.length !== expected.length || !timingSafeEqual(given, expected))
+      return unauthorized("wrong admin token");
+    return next();
+  };
+}
+
+/** A key as the operator knows it: the route, and either the client's header key or the business fields. */
+const keyRef = z
+  .strictObject({
+    route: z.string().min(1),
+    header: z.string().min(1).optional(),
+    key: z.array(z.unknown()).min(1).optional(),
+    scope: z.array(z.unknown()).default([]),
+  })
+  .refine((v) => (v.header === undefined) !== (v.key === undefined), {
+    message: 'give either "header" (the Idempotency-Key value) or "key" (the key fields, in order)',
+  });
+type KeyRef = z.output<typeof keyRef>;
+
+const resolveBody = z.intersection(
+  keyRef,
+  z.object({
+    action: z.enum(["store", "release"]),
+    response: z
+      .strictObject({
+        status: z.number().int().min(100).max(599),
+        headers: z.array(z.tuple([z.string(), z.string()])).default([]),
+        body: z.string().default(""),
+        encoding: z.enum(["utf8", "base64"]).default("utf8"),
+      })
+      .optional(),
+  }),
+);
+
+function describeRecord(route: string, storeKey: string, record: StoredRecord) {
+  return {
+    route,
+    storeKey,
+    state: record.state,
+    createdAt: new Date(record.createdAt).toISOString(),
+    expiresAt: new Date(record.expiresAt).toISOString(),
+    ...(record.state === RecordState.Completed
+      ? {
+          response: {
+            status: record.response.status,
+            headers: record.response.headers,
+            bodyBytes: record.response.body.byteLength,
+            ...(record.response.reconciled ? { reconciled: true } : {}),
+          },
+        }
+      : {}),
+  };
+}
+
+/** Parses a JSON body with a schema; a bad one is a 400 that names the field. */
+async function parse<S extends z.ZodType>(req: Request, schema: S): Promise<z.output<S> | Response> {
+  let raw: unknown;
+  try {
+    raw = await req.json();
+  } catch {
+    return problem(400, "INVALID_ADMIN_REQUEST", "Invalid admin request", "the body is not JSON");
+  }
+  const result = schema.safeParse(raw);
+  if (result.success) return result.data;
+  const first = result.error.issues[0];
+  const detail = first ? `${formatPath(first.path)}: ${first.message}` : "invalid";
+  return problem(400, "INVALID_ADMIN_REQUEST", "Invalid admin request", detail);
+}
+
+/** The operator's listener, apart from the proxied traffic. Health endpoints are open; the rest needs the token. */
 export function createAdminApp(deps: AdminDeps): Hono {
   const app = new Hono();
   app.get("/healthz", (c) => c.json({ status: "ok" }));
@@ -27,6 +132,90 @@ export function createAdminApp(deps: AdminDeps): Hono {
       store.reachable ? 200 : 503,
     );
   });
+  app.use("*", bearer(deps.token));
+  app.get("/metrics", async (c) =>
+    c.body(await deps.metrics.registry.metrics(), 200, { "content-type": deps.metrics.registry.contentType }),
+  );
+
+  const routeNamed = (name: string): CompiledRoute | undefined =>
+    name === FALLBACK_ROUTE_NAME ? deps.routes.fallback : deps.routes.routes.find((r) => r.name === name);
+
+  function locate(ref: KeyRef): { route: CompiledRoute; storeKey: string } | Response {
+    const route = routeNamed(ref.route);
+    if (!route)
+      return problem(404, "NO_SUCH_ROUTE", "No such route", `there is no route named "${ref.route}"`);
+    const storeKey =
+      ref.header !== undefined
+        ? storeKeyFor(route.name, ref.scope, "header", [ref.header])
+        : storeKeyFor(route.name, ref.scope, "derived", ref.key ?? []);
+    return { route, storeKey };
+  }
+
+  app.post("/keys/lookup", async (c) => {
+    const ref = await parse(c.req.raw, keyRef);
+    if (ref instanceof Response) return ref;
+    const at = locate(ref);
+    if (at instanceof Response) return at;
+    const record = await deps.store.get(at.storeKey);
+    if (!record)
+      return problem(
+        404,
+        "NO_SUCH_KEY",
+        "No such key",
+        "no record for this key (never seen, expired or purged)",
+      );
+    return c.json(describeRecord(at.route.name, at.storeKey, record));
+  });
+
+  app.post("/keys/purge", async (c) => {
+    const ref = await parse(c.req.raw, keyRef);
+    if (ref instanceof Response) return ref;
+    const at = locate(ref);
+    if (at instanceof Response) return at;
+    return c.json({
+      route: at.route.name,
+      storeKey: at.storeKey,
+      purged: await deps.store.purge(at.storeKey),
+    });
+  });
+
+  app.post("/keys/resolve", async (c) => {
+    const body = await parse(c.req.raw, resolveBody);
+    if (body instanceof Response) return body;
+    const at = locate(body);
+    if (at instanceof Response) return at;
+    if (body.action === "store" && !body.response) {
+      return problem(
+        400,
+        "INVALID_ADMIN_REQUEST",
+        "Invalid admin request",
+        'response: required with action "store"',
+      );
+    }
+    const response = body.response && {
+      status: body.response.status,
+      headers: body.response.headers,
+      body: Buffer.from(body.response.body, body.response.encoding),
+    };
+    const done = await deps.store.resolveUnknown(at.storeKey, response ?? null, at.route.settings.ttlMs);
+    if (!done) {
+      return problem(
+        409,
+        "NOT_UNKNOWN",
+        "Key is not unknown",
+        "only a key whose outcome is unknown can be resolved",
+      );
+    }
+    const record = await deps.store.get(at.storeKey);
+    return c.json({
+      resolved: body.action,
+      ...(record
+        ? describeRecord(at.route.name, at.storeKey, record)
+        : { route: at.route.name, storeKey: at.storeKey }),
+    });
+  });
+
+  app.notFound(() => problem(404, "NOT_FOUND", "Not found", "no such admin endpoint"));
   return app;
 }
 

@@ -1,10 +1,11 @@
+import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
 import type { Logger } from "pino";
-import type { ReconcileRule, RouteTable } from "../config/index.js";
-import { StoreUnavailableError } from "../errors.js";
+import type { CompiledRoute, ReconcileRule, RouteTable } from "../config/index.js";
+import { GatewayError, StoreUnavailableError } from "../errors.js";
 import {
   deriveKey,
   type IdempotencyEngine,
@@ -16,6 +17,13 @@ import {
 import { type ClientInfo, flatten, type Upstream, upstreamRequestHeaders } from "../proxy/index.js";
 import type { StoredResponse } from "../store/index.js";
 import { readBody } from "./body.js";
+import {
+  type Observer,
+  outcomeOfError,
+  outcomeOfResult,
+  type RequestEvent,
+  RequestOutcome,
+} from "./observe.js";
 import { toProblem } from "./problem.js";
 
 export interface GatewayDeps {
@@ -24,8 +32,10 @@ export interface GatewayDeps {
   upstream: Upstream;
   failMode: "closed" | "open";
   logger: Logger;
-  /** Counts requests forwarded without protection because the store was down (failMode: open). */
-  onUnprotected?: (route: string) => void;
+  /** Told once about every protected request: logs, metrics, attempt log. */
+  observe: Observer;
+  /** Keep request bodies in the attempt log (audit.payloads). */
+  auditPayloads?: boolean;
 }
 
 type Env = { Bindings: HttpBindings };
@@ -33,12 +43,21 @@ type Env = { Bindings: HttpBindings };
 /** Pass-through request bodies up to this size, with a declared length, are sent in one write. */
 const SMALL_BODY = 64 * 1024;
 
-function clientInfo(incoming: IncomingMessage): ClientInfo {
+const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
+
+/** The caller's X-Request-Id when it is a sane token, else a fresh one. */
+function requestIdOf(incoming: IncomingMessage): string {
+  const given = incoming.headers["x-request-id"];
+  return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+function clientInfo(incoming: IncomingMessage, requestId?: string): ClientInfo {
   const encrypted = (incoming.socket as { encrypted?: boolean }).encrypted === true;
   return {
     address: incoming.socket.remoteAddress,
     proto: encrypted ? "https" : "http",
     host: incoming.headers.host,
+    requestId,
   };
 }
 
@@ -78,7 +97,11 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       {
         method: incoming.method as string,
         path: incoming.url as string,
-        headers: upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming), small),
+        headers: upstreamRequestHeaders(
+          incoming.rawHeaders,
+          clientInfo(incoming, requestIdOf(incoming)),
+          small,
+        ),
         body,
       },
       outgoing,
@@ -86,13 +109,24 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     return RESPONSE_ALREADY_SENT;
   }
 
-  async function forwardBuffered(incoming: IncomingMessage, body: Uint8Array): Promise<StoredResponse> {
-    return upstream.sendBuffered({
+  /** A protected request's upstream call, timed for the request's event. */
+  function forwardBuffered(
+    incoming: IncomingMessage,
+    body: Uint8Array,
+    ev: RequestEvent,
+  ): Promise<StoredResponse> {
+    const started = performance.now();
+    const sent = upstream.sendBuffered({
       method: incoming.method as string,
       path: incoming.url as string,
-      headers: upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming), true),
+      headers: upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming, ev.requestId), true),
       body,
     });
+    const done = () => {
+      ev.upstreamMs = (ev.upstreamMs ?? 0) + (performance.now() - started);
+    };
+    sent.then(done, done);
+    return sent;
   }
 
   /** The reconciliation probe: the rule's request, filled from the original, with its credentials. */
@@ -100,6 +134,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     rule: ReconcileRule,
     fields: RequestFields,
     incoming: IncomingMessage,
+    ev: RequestEvent,
   ): Promise<StoredResponse> {
     let path = "";
     for (const part of rule.probe.path.template) {
@@ -111,13 +146,60 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       if (isMissing(value)) return Promise.reject(new Error(`${part.text} is missing for the probe`));
       path += encodeURIComponent(typeof value === "string" ? value : JSON.stringify(value));
     }
-    const headers = upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming), true);
+    const headers = upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming, ev.requestId), true);
     const withoutBody: string[] = [];
     for (let i = 0; i < headers.length; i += 2) {
       if (!/^content-/i.test(headers[i] as string))
         withoutBody.push(headers[i] as string, headers[i + 1] as string);
     }
     return upstream.sendBuffered({ method: rule.probe.method, path, headers: withoutBody, body: null });
+  }
+
+  async function protectedRequest(
+    route: CompiledRoute,
+    view: RequestView,
+    incoming: IncomingMessage,
+    outgoing: ServerResponse,
+    ev: RequestEvent,
+  ): Promise<void> {
+    view.body = await readBody(incoming, route.settings.maxBodySize);
+    if (deps.auditPayloads) ev.payload = Buffer.from(view.body).toString("utf8");
+    const fields = new RequestFields(view);
+    const key = deriveKey(route, fields);
+    if (!key) {
+      const response = await forwardBuffered(incoming, view.body, ev);
+      ev.outcome = RequestOutcome.Executed;
+      ev.status = response.status;
+      writeStored(outgoing, response, false);
+      return;
+    }
+    ev.storeKey = key.storeKey;
+    ev.material = key.material;
+    ev.scope = key.scope;
+    try {
+      const rule = route.settings.reconcile;
+      const result = await engine.handle(
+        route.settings,
+        key.storeKey,
+        key.fingerprint,
+        () => forwardBuffered(incoming, view.body, ev),
+        rule && (() => probe(rule, fields, incoming, ev)),
+      );
+      ev.outcome = outcomeOfResult(result.outcome);
+      ev.status = result.response.status;
+      writeStored(outgoing, result.response, result.replayed);
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError) || deps.failMode !== "open") throw err;
+      // failMode: open trades exactly-once for availability while the store is down.
+      logger.warn(
+        { route: route.name, requestId: ev.requestId, err: err.message },
+        "store unavailable, forwarding unprotected",
+      );
+      const response = await forwardBuffered(incoming, view.body, ev);
+      ev.outcome = RequestOutcome.Unprotected;
+      ev.status = response.status;
+      writeStored(outgoing, response, false);
+    }
   }
 
   app.all("*", async function idempotency(c) {
@@ -133,31 +215,34 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     };
     if (!isProtected(route, method, header)) return passThrough(incoming, outgoing);
 
-    const body = await readBody(incoming, route.settings.maxBodySize);
-    const view: RequestView = { method, path, rawQuery: q < 0 ? "" : url.slice(q + 1), header, params, body };
-    const fields = new RequestFields(view);
-    const key = deriveKey(route, fields);
-    if (!key) {
-      writeStored(outgoing, await forwardBuffered(incoming, body), false);
-      return RESPONSE_ALREADY_SENT;
-    }
+    const started = performance.now();
+    const ev: RequestEvent = {
+      time: Date.now(),
+      requestId: requestIdOf(incoming),
+      route: route.name,
+      method,
+      path,
+      outcome: RequestOutcome.Error,
+      status: 500,
+      totalMs: 0,
+    };
+    const view: RequestView = {
+      method,
+      path,
+      rawQuery: q < 0 ? "" : url.slice(q + 1),
+      header,
+      params,
+      body: new Uint8Array(),
+    };
     try {
-      const rule = route.settings.reconcile;
-      const result = await engine.handle(
-        route.settings,
-        key.storeKey,
-        key.fingerprint,
-        () => forwardBuffered(incoming, body),
-        rule && (() => probe(rule, fields, incoming)),
-      );
-      writeStored(outgoing, result.response, result.replayed);
-      logger.debug({ route: route.name, key: key.storeKey, outcome: result.outcome }, "protected request");
+      await protectedRequest(route, view, incoming, outgoing, ev);
     } catch (err) {
-      if (!(err instanceof StoreUnavailableError) || deps.failMode !== "open") throw err;
-      // failMode: open trades exactly-once for availability while the store is down.
-      deps.onUnprotected?.(route.name);
-      logger.warn({ route: route.name, err: err.message }, "store unavailable, forwarding unprotected");
-      writeStored(outgoing, await forwardBuffered(incoming, body), false);
+      ev.outcome = outcomeOfError(err);
+      ev.status = err instanceof GatewayError ? err.status : 500;
+      throw err;
+    } finally {
+      ev.totalMs = performance.now() - started;
+      deps.observe(ev);
     }
     return RESPONSE_ALREADY_SENT;
   });

@@ -7,6 +7,8 @@ import { Upstream } from "../proxy/index.js";
 import { createStore, type IdempotencyStore } from "../store/index.js";
 import { startAdmin } from "./admin.js";
 import { createApp } from "./app.js";
+import { GatewayMetrics, MeasuredStore } from "./metrics.js";
+import { type RequestEvent, RequestOutcome } from "./observe.js";
 
 export interface RunningGateway {
   url: string;
@@ -27,34 +29,70 @@ export interface StartOptions {
   store?: IdempotencyStore;
 }
 
+/** The process's logger: JSON lines, or human-readable ones only when asked (log.pretty). */
+export function createLogger(config: Config["log"]): Logger {
+  if (!config.pretty) return pino({ level: config.level });
+  return pino({ level: config.level, transport: { target: "pino-pretty", options: { destination: 2 } } });
+}
+
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
-  const logger = options.logger ?? pino({ level: config.log.level });
+  const logger = options.logger ?? createLogger(config.log);
   const store = options.store ?? (await createStore(config.store));
   const upstream = new Upstream({
     url: config.upstream.url,
     timeoutMs: config.upstream.timeout,
     connections: config.upstream.connections,
   });
-  const engine = new IdempotencyEngine(store, {
+  // The engine is built first so that metrics can read its gauges; it sees the store through the
+  // measuring wrapper.
+  const engineRef: { engine?: IdempotencyEngine } = {};
+  const metrics = new GatewayMetrics({
+    get activeAttempts() {
+      return engineRef.engine?.activeAttempts ?? 0;
+    },
+    get waitingDuplicates() {
+      return engineRef.engine?.waitingDuplicates ?? 0;
+    },
+  });
+  const engine = new IdempotencyEngine(new MeasuredStore(store, metrics), {
     leaseLost: (key) => logger.warn({ key }, "attempt lost its lease; another attempt owns the key"),
     storeWriteFailed: (key, err) => logger.error({ key, err }, "store write after forwarding failed"),
   });
+  engineRef.engine = engine;
   let unprotected = 0;
+  const observe = (ev: RequestEvent) => {
+    if (ev.outcome === RequestOutcome.Unprotected) unprotected++;
+    metrics.observe(ev);
+    logger.info(
+      {
+        requestId: ev.requestId,
+        route: ev.route,
+        method: ev.method,
+        path: ev.path,
+        key: ev.storeKey,
+        outcome: ev.outcome,
+        status: ev.status,
+        upstreamMs: ev.upstreamMs === undefined ? undefined : Math.round(ev.upstreamMs * 10) / 10,
+        totalMs: Math.round(ev.totalMs * 10) / 10,
+      },
+      "protected request",
+    );
+  };
+  const routes = new RouteTable(config);
   const app = createApp({
-    routes: new RouteTable(config),
+    routes,
     engine,
     upstream,
     failMode: config.store.failMode,
     logger,
-    onUnprotected: () => {
-      unprotected++;
-    },
+    observe,
+    auditPayloads: config.audit.payloads,
   });
   const admin =
     config.admin.port === false
       ? undefined
       : await startAdmin(
-          { store, unprotectedForwards: () => unprotected },
+          { store, routes, metrics, token: config.admin.token, unprotectedForwards: () => unprotected },
           config.admin.host,
           config.admin.port,
         );

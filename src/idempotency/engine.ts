@@ -64,9 +64,16 @@ export class IdempotencyEngine {
     private readonly events: EngineEvents = {},
   ) {}
 
+  private waiting = 0;
+
   /** Attempts currently forwarding. */
   get activeAttempts(): number {
     return this.active.size;
+  }
+
+  /** Requests currently waiting for a concurrent duplicate to finish. */
+  get waitingDuplicates(): number {
+    return this.waiting;
   }
 
   async handle(
@@ -142,12 +149,14 @@ export class IdempotencyEngine {
   private async waitSettled(key: string, deadline: number): Promise<StoredRecord | undefined> {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), Math.max(0, deadline - Date.now()));
+    this.waiting++;
     try {
       return await this.store.waitFor(key, controller.signal);
     } catch (err) {
       if (controller.signal.aborted) throw new InFlightError(IN_FLIGHT_RETRY_AFTER_S);
       throw err;
     } finally {
+      this.waiting--;
       clearTimeout(timer);
     }
   }

@@ -9,5 +9,12 @@ export {
 } from "./engine.js";
 export { type ExplainInput, type Explanation, explain } from "./explain.js";
 export { parseIdempotencyKey } from "./key-header.js";
-export { type DerivedKey, deriveKey, fingerprint, fingerprintParts, isProtected } from "./keys.js";
+export {
+  type DerivedKey,
+  deriveKey,
+  fingerprint,
+  fingerprintParts,
+  isProtected,
+  storeKeyFor,
+} from "./keys.js";
 export { isMissing, RequestFields, type RequestView, resolvePointer } from "./request.js";

@@ -49,12 +49,25 @@ export function deriveKey(route: CompiledRoute, fields: RequestFields): DerivedK
   }
   const scope = route.settings.scope.map((source) => required(fields, source));
   return {
-    storeKey: sha256(canonicalJson([route.name, scope, kind, material])),
+    storeKey: storeKeyFor(route.name, scope, kind, material),
     kind,
     material,
     scope,
     fingerprint: fingerprint(route, fields),
   };
+}
+
+/**
+ * The stored key: SHA-256 of the canonical encoding of the route, the scope values and the key
+ * material. The one place keys are made, for requests and for operators' lookups alike.
+ */
+export function storeKeyFor(
+  route: string,
+  scope: readonly unknown[],
+  kind: DerivedKey["kind"],
+  material: readonly unknown[],
+): string {
+  return sha256(canonicalJson([route, scope, kind, material]));
 }
 
 /** Hash of the parts that must be equal for a retry to count as the same request. */

@@ -26,6 +26,8 @@ export interface ClientInfo {
   address: string | undefined;
   proto: string;
   host: string | undefined;
+  /** Sent as X-Request-Id when the request carries none. */
+  requestId?: string | undefined;
 }
 
 /**
@@ -48,12 +50,14 @@ export function upstreamRequestHeaders(
   const forwardedFor: string[] = [];
   let proto: string | undefined;
   let host: string | undefined;
+  let hasRequestId = false;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
     const lower = name.toLowerCase();
     if (HOP_BY_HOP.has(lower) || listed.has(lower) || lower === "host" || lower === "expect") continue;
     if (buffered && lower === "content-length") continue;
+    if (lower === "x-request-id") hasRequestId = true;
     if (lower === "x-forwarded-for") forwardedFor.push(value);
     else if (lower === "x-forwarded-proto") proto ??= value;
     else if (lower === "x-forwarded-host") host ??= value;
@@ -63,6 +67,7 @@ export function upstreamRequestHeaders(
   if (forwardedFor.length) out.push("x-forwarded-for", forwardedFor.join(", "));
   out.push("x-forwarded-proto", proto ?? client.proto);
   if (host ?? client.host) out.push("x-forwarded-host", (host ?? client.host) as string);
+  if (!hasRequestId && client.requestId) out.push("x-request-id", client.requestId);
   return out;
 }
 

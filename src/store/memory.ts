@@ -110,6 +110,21 @@ export class MemoryStore implements IdempotencyStore {
 
   async ping(): Promise<void> {}
 
+  async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
+    const entry = this.read(key);
+    if (!entry || this.view(entry).state !== RecordState.Unknown) return false;
+    if (response) {
+      entry.state = RecordState.Completed;
+      entry.response = response;
+      entry.expiresAt = this.now() + ttlMs;
+      entry.token = "";
+    } else {
+      this.entries.delete(key);
+    }
+    this.notify(key);
+    return true;
+  }
+
   async purge(key: string): Promise<boolean> {
     const existed = this.entries.delete(key);
     if (existed) this.notify(key);

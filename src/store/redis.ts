@@ -75,6 +75,21 @@ const SCRIPTS = {
     if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
     redis.call('PUBLISH', ARGV[2], 'released')
     return 1`,
+  // Operator resolution of an unknown key (in_flight with no lease is unknown too): ARGV[1] = 'store'
+  // writes the given response as completed, anything else frees the key.
+  idemResolve: `
+    local state = redis.call('HGET', KEYS[1], 'state')
+    local unknown = state == 'unknown' or (state == 'in_flight' and redis.call('EXISTS', KEYS[2]) == 0)
+    if not unknown then return 0 end
+    if ARGV[1] == 'store' then
+      redis.call('HSET', KEYS[1], 'state', 'completed', 'token', '', 'status', ARGV[2], 'headers', ARGV[3],
+        'body', ARGV[4], 'expires', tonumber(ARGV[6]) + tonumber(ARGV[5]), 'recon', '0')
+      redis.call('PEXPIRE', KEYS[1], ARGV[5])
+    else
+      redis.call('DEL', KEYS[1])
+    end
+    redis.call('PUBLISH', ARGV[7], 'resolved')
+    return 1`,
   idemPurge: `
     local n = redis.call('DEL', KEYS[1], KEYS[2])
     redis.call('PUBLISH', ARGV[1], 'purged')
@@ -257,6 +272,23 @@ export class RedisStore implements IdempotencyStore {
     this.locks.delete(token);
     const reply = await this.call("release", () =>
       this.redis.idemReleaseBuffer(this.rec(key), this.lockKey(key), token, this.channel(key)),
+    );
+    return reply === 1;
+  }
+
+  async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
+    const reply = await this.call("resolve", () =>
+      this.redis.idemResolveBuffer(
+        this.rec(key),
+        this.lockKey(key),
+        response ? "store" : "release",
+        response?.status ?? 0,
+        JSON.stringify(response?.headers ?? []),
+        response ? Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength) : "",
+        ttlMs,
+        this.now(),
+        this.channel(key),
+      ),
     );
     return reply === 1;
   }

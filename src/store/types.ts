@@ -66,6 +66,11 @@ export interface IdempotencyStore {
   waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined>;
   /** Resolves when the store answers; rejects with StoreUnavailableError when it does not. */
   ping(): Promise<void>;
+  /**
+   * Operator action on an `unknown` key: store the given response as its outcome, or (null) free
+   * the key. Does nothing and returns false unless the key is unknown.
+   */
+  resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean>;
   /** Removes a record whatever its state (operator action). */
   purge(key: string): Promise<boolean>;
   close(): Promise<void>;

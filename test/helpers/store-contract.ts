@@ -190,6 +190,27 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
       await expect(waiting).rejects.toThrow("gave up");
     });
 
+    it("lets an operator resolve an unknown key with a response, or free it, and nothing else", async () => {
+      const begun = await store.begin(key, lease());
+      if (!begun.acquired) throw new Error("not acquired");
+      expect(await store.resolveUnknown(key, response, TTL_MS)).toBe(false);
+      await store.markUnknown(key, begun.token);
+      expect(await store.resolveUnknown(key, response, TTL_MS)).toBe(true);
+      const record = await store.get(key);
+      expect(record?.state).toBe(RecordState.Completed);
+      expect(
+        record?.state === RecordState.Completed &&
+          Buffer.from(record.response.body).equals(Buffer.from(response.body)),
+      ).toBe(true);
+      expect(await store.resolveUnknown(key, null, TTL_MS)).toBe(false);
+      const other = `${key}-2`;
+      const b = await store.begin(other, lease());
+      if (!b.acquired) throw new Error("not acquired");
+      await store.markUnknown(other, b.token);
+      expect(await store.resolveUnknown(other, null, TTL_MS)).toBe(true);
+      expect(await store.get(other)).toBeUndefined();
+    });
+
     it("purges a record whatever its state", async () => {
       await store.begin(key, lease());
       expect(await store.purge(key)).toBe(true);

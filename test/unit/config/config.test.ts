@@ -95,6 +95,16 @@ describe("config", () => {
     ).toEqual(["/i?n=", "body:/n", "&t=", "header:X-T"]);
   });
 
+  it("refuses an admin API on a non-loopback address without a token", () => {
+    expect(problems({ ...base, admin: { host: "0.0.0.0" } })).toContain(
+      'admin.token: required when the admin API listens on "0.0.0.0", which is not loopback (or set ADMIN_TOKEN)',
+    );
+    expect(() =>
+      parseConfig({ ...base, admin: { host: "0.0.0.0", token: "a-long-enough-token!" } }),
+    ).not.toThrow();
+    expect(() => parseConfig({ ...base, admin: { host: "0.0.0.0", port: false } })).not.toThrow();
+  });
+
   it("asks for the upstream when none is given", () => {
     expect(problems({})).toContain("upstream: required: set upstream.url, --upstream or UPSTREAM_URL");
   });

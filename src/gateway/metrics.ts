@@ -1,0 +1,141 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { BeginResult, IdempotencyStore, Lease, StoredRecord, StoredResponse } from "../store/index.js";
+import type { RequestEvent } from "./observe.js";
+
+const PREFIX = "idempotency_gateway_";
+
+/** Everything the gateway exposes to Prometheus, in one registry per process. */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: `${PREFIX}requests_total`,
+    help: "Protected requests by route and outcome",
+    labelNames: ["route", "outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamSeconds = new Histogram({
+    name: `${PREFIX}upstream_duration_seconds`,
+    help: "Time waiting on the upstream for protected requests that called it",
+    labelNames: ["route"] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly overheadSeconds = new Histogram({
+    name: `${PREFIX}overhead_seconds`,
+    help: "Time a protected request spent in the gateway itself (total minus upstream), waited requests excluded",
+    labelNames: ["route"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+  readonly storeErrors = new Counter({
+    name: `${PREFIX}store_errors_total`,
+    help: "Store operations that failed",
+    labelNames: ["op"] as const,
+    registers: [this.registry],
+  });
+  readonly storeSeconds = new Histogram({
+    name: `${PREFIX}store_duration_seconds`,
+    help: "Latency of store operations",
+    labelNames: ["op"] as const,
+    buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2],
+    registers: [this.registry],
+  });
+  readonly unprotected = new Counter({
+    name: `${PREFIX}unprotected_forwards_total`,
+    help: "Requests forwarded without protection because the store was unreachable (failMode: open)",
+    labelNames: ["route"] as const,
+    registers: [this.registry],
+  });
+
+  constructor(engine: { readonly activeAttempts: number; readonly waitingDuplicates: number }) {
+    new Gauge({
+      name: `${PREFIX}attempts_in_flight`,
+      help: "Attempts forwarding to the upstream now",
+      registers: [this.registry],
+      collect() {
+        this.set(engine.activeAttempts);
+      },
+    });
+    new Gauge({
+      name: `${PREFIX}waiting_duplicates`,
+      help: "Requests waiting now for a concurrent duplicate to finish",
+      registers: [this.registry],
+      collect() {
+        this.set(engine.waitingDuplicates);
+      },
+    });
+    collectDefaultMetrics({ register: this.registry, prefix: PREFIX });
+  }
+
+  observe(event: RequestEvent): void {
+    this.requests.inc({ route: event.route, outcome: event.outcome });
+    if (event.upstreamMs !== undefined)
+      this.upstreamSeconds.observe({ route: event.route }, event.upstreamMs / 1000);
+    if (event.outcome === "unprotected") this.unprotected.inc({ route: event.route });
+    // Waiting for a duplicate is not overhead; a waited request's time is the first attempt's.
+    if (event.outcome !== "waited") {
+      this.overheadSeconds.observe(
+        { route: event.route },
+        Math.max(0, event.totalMs - (event.upstreamMs ?? 0)) / 1000,
+      );
+    }
+  }
+}
+
+/** A store that times every operation and counts failures; waiting is not timed. */
+export class MeasuredStore implements IdempotencyStore {
+  constructor(
+    private readonly inner: IdempotencyStore,
+    private readonly metrics: GatewayMetrics,
+  ) {}
+
+  get kind(): string {
+    return this.inner.kind;
+  }
+
+  private async timed<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    const end = this.metrics.storeSeconds.startTimer({ op });
+    try {
+      return await fn();
+    } catch (err) {
+      this.metrics.storeErrors.inc({ op });
+      throw err;
+    } finally {
+      end();
+    }
+  }
+
+  get(key: string): Promise<StoredRecord | undefined> {
+    return this.timed("get", () => this.inner.get(key));
+  }
+  begin(key: string, lease: Lease): Promise<BeginResult> {
+    return this.timed("begin", () => this.inner.begin(key, lease));
+  }
+  extend(key: string, token: string, leaseMs: number): Promise<boolean> {
+    return this.timed("extend", () => this.inner.extend(key, token, leaseMs));
+  }
+  complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean> {
+    return this.timed("complete", () => this.inner.complete(key, token, response, ttlMs));
+  }
+  markUnknown(key: string, token: string): Promise<boolean> {
+    return this.timed("mark_unknown", () => this.inner.markUnknown(key, token));
+  }
+  release(key: string, token: string): Promise<boolean> {
+    return this.timed("release", () => this.inner.release(key, token));
+  }
+  waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
+    return this.inner.waitFor(key, signal);
+  }
+  ping(): Promise<void> {
+    return this.timed("ping", () => this.inner.ping());
+  }
+  purge(key: string): Promise<boolean> {
+    return this.timed("purge", () => this.inner.purge(key));
+  }
+  resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
+    return this.timed("resolve", () => this.inner.resolveUnknown(key, response, ttlMs));
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

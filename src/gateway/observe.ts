@@ -1,0 +1,83 @@
+import {
+  BodyTooLargeError,
+  InFlightError,
+  InvalidBodyError,
+  InvalidKeyError,
+  KeyReusedError,
+  MissingKeyError,
+  OutcomeUnknownError,
+  UpstreamOutcomeUnknownError,
+} from "../errors.js";
+import { Outcome } from "../idempotency/index.js";
+
+/** How a protected request ended, as logs, metrics and the attempt log name it. */
+export const RequestOutcome = {
+  Executed: "executed",
+  Replayed: "replayed",
+  Waited: "waited",
+  Reconciled: "reconciled",
+  /** 409: a duplicate of an attempt still in flight. */
+  Conflict: "conflict",
+  /** 422: the key was reused with another payload. */
+  Mismatch: "mismatch",
+  /** 400 or 413: the request itself was refused. */
+  Rejected: "rejected",
+  /** 504 or 409: the outcome of an attempt is not known. */
+  Unknown: "unknown",
+  /** Forwarded without protection because the store was unreachable (failMode: open). */
+  Unprotected: "unprotected",
+  Error: "error",
+} as const;
+export type RequestOutcome = (typeof RequestOutcome)[keyof typeof RequestOutcome];
+
+/** One protected request, told once to every observer (log line, metrics, attempt log). */
+export interface RequestEvent {
+  time: number;
+  requestId: string;
+  route: string;
+  method: string;
+  path: string;
+  /** The stored key's hash; absent when no key could be derived. */
+  storeKey?: string | undefined;
+  /** The key material as the operator knows it (header value or business fields). */
+  material?: readonly unknown[] | undefined;
+  scope?: readonly unknown[] | undefined;
+  outcome: RequestOutcome;
+  status: number;
+  /** Time spent waiting on the upstream; undefined when it was not called. */
+  upstreamMs?: number | undefined;
+  totalMs: number;
+  /** The request body, only with audit.payloads: true. */
+  payload?: string | undefined;
+}
+
+export type Observer = (event: RequestEvent) => void;
+
+export function outcomeOfResult(outcome: Outcome): RequestOutcome {
+  switch (outcome) {
+    case Outcome.Replayed:
+      return RequestOutcome.Replayed;
+    case Outcome.Waited:
+      return RequestOutcome.Waited;
+    case Outcome.Reconciled:
+      return RequestOutcome.Reconciled;
+    default:
+      return RequestOutcome.Executed;
+  }
+}
+
+export function outcomeOfError(err: unknown): RequestOutcome {
+  if (err instanceof KeyReusedError) return RequestOutcome.Mismatch;
+  if (err instanceof InFlightError) return RequestOutcome.Conflict;
+  if (err instanceof OutcomeUnknownError || err instanceof UpstreamOutcomeUnknownError)
+    return RequestOutcome.Unknown;
+  if (
+    err instanceof InvalidKeyError ||
+    err instanceof MissingKeyError ||
+    err instanceof InvalidBodyError ||
+    err instanceof BodyTooLargeError
+  ) {
+    return RequestOutcome.Rejected;
+  }
+  return RequestOutcome.Error;
+}

@@ -86,6 +86,7 @@ function describeRecord(route: string, storeKey: string, record: StoredRecord) {
     state: record.state,
     createdAt: new Date(record.createdAt).toISOString(),
     expiresAt: new Date(record.expiresAt).toISOString(),
+    attempts: record.attempts ?? 0,
     ...(record.state === RecordState.Completed
       ? {
           response: {
@@ -156,15 +157,36 @@ export function createAdminApp(deps: AdminDeps): Hono {
     if (ref instanceof Response) return ref;
     const at = locate(ref);
     if (at instanceof Response) return at;
-    const record = await deps.store.get(at.storeKey);
-    if (!record)
+    const [record, recent] = await Promise.all([
+      deps.store.get(at.storeKey),
+      deps.store.recentAttempts({ storeKey: at.storeKey, limit: 20 }),
+    ]);
+    if (!record) {
       return problem(
         404,
         "NO_SUCH_KEY",
         "No such key",
         "no record for this key (never seen, expired or purged)",
       );
-    return c.json(describeRecord(at.route.name, at.storeKey, record));
+    }
+    return c.json({ ...describeRecord(at.route.name, at.storeKey, record), recentAttempts: recent });
+  });
+
+  const attemptQuery = z.strictObject({
+    route: z.string().optional(),
+    outcome: z.string().optional(),
+    key: z.string().optional().describe("a stored key (hash), as lookups and logs show it"),
+    limit: z.coerce.number().int().min(1).max(1000).default(50),
+  });
+  app.get("/attempts", async (c) => {
+    const query = attemptQuery.safeParse(c.req.query());
+    if (!query.success) {
+      const first = query.error.issues[0];
+      const detail = `${formatPath(first?.path ?? [])}: ${first?.message ?? "invalid"}`;
+      return problem(400, "INVALID_ADMIN_REQUEST", "Invalid admin request", detail);
+    }
+    const { route, outcome, key, limit } = query.data;
+    return c.json({ attempts: await deps.store.recentAttempts({ route, outcome, storeKey: key, limit }) });
   });
 
   app.post("/keys/purge", async (c) => {

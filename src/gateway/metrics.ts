@@ -1,5 +1,13 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { BeginResult, IdempotencyStore, Lease, StoredRecord, StoredResponse } from "../store/index.js";
+import type {
+  AttemptEntry,
+  AttemptFilter,
+  BeginResult,
+  IdempotencyStore,
+  Lease,
+  StoredRecord,
+  StoredResponse,
+} from "../store/index.js";
 import type { RequestEvent } from "./observe.js";
 
 const PREFIX = "idempotency_gateway_";
@@ -131,6 +139,12 @@ export class MeasuredStore implements IdempotencyStore {
   }
   purge(key: string): Promise<boolean> {
     return this.timed("purge", () => this.inner.purge(key));
+  }
+  appendAttempts(entries: readonly AttemptEntry[]): Promise<void> {
+    return this.timed("attempt_log", () => this.inner.appendAttempts(entries));
+  }
+  recentAttempts(filter: AttemptFilter): Promise<AttemptEntry[]> {
+    return this.timed("attempt_log_read", () => this.inner.recentAttempts(filter));
   }
   resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
     return this.timed("resolve", () => this.inner.resolveUnknown(key, response, ttlMs));

@@ -7,6 +7,7 @@ import { Upstream } from "../proxy/index.js";
 import { createStore, type IdempotencyStore } from "../store/index.js";
 import { startAdmin } from "./admin.js";
 import { createApp } from "./app.js";
+import { AttemptLog } from "./attempt-log.js";
 import { GatewayMetrics, MeasuredStore } from "./metrics.js";
 import { type RequestEvent, RequestOutcome } from "./observe.js";
 
@@ -17,6 +18,8 @@ export interface RunningGateway {
   adminUrl: string | undefined;
   /** Requests forwarded unprotected while the store was unreachable (failMode: open). */
   unprotectedForwards(): number;
+  /** Writes the attempt-log entries still buffered. */
+  flushAttempts(): Promise<void>;
   store: IdempotencyStore;
   engine: IdempotencyEngine;
   /** Stops accepting, lets attempts under way finish and store (up to the drain timeout), then closes. */
@@ -37,7 +40,8 @@ export function createLogger(config: Config["log"]): Logger {
 
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
   const logger = options.logger ?? createLogger(config.log);
-  const store = options.store ?? (await createStore(config.store));
+  const store =
+    options.store ?? (await createStore(config.store, { attemptCapacity: config.audit.attempts }));
   const upstream = new Upstream({
     url: config.upstream.url,
     timeoutMs: config.upstream.timeout,
@@ -54,15 +58,18 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       return engineRef.engine?.waitingDuplicates ?? 0;
     },
   });
-  const engine = new IdempotencyEngine(new MeasuredStore(store, metrics), {
+  const measured = new MeasuredStore(store, metrics);
+  const engine = new IdempotencyEngine(measured, {
     leaseLost: (key) => logger.warn({ key }, "attempt lost its lease; another attempt owns the key"),
     storeWriteFailed: (key, err) => logger.error({ key, err }, "store write after forwarding failed"),
   });
   engineRef.engine = engine;
   let unprotected = 0;
+  const attempts = new AttemptLog(measured, logger);
   const observe = (ev: RequestEvent) => {
     if (ev.outcome === RequestOutcome.Unprotected) unprotected++;
     metrics.observe(ev);
+    if (config.audit.attempts > 0) attempts.add(ev);
     logger.info(
       {
         requestId: ev.requestId,
@@ -113,6 +120,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     port: info.port,
     adminUrl: admin?.url,
     unprotectedForwards: () => unprotected,
+    flushAttempts: () => attempts.flush(),
     store,
     engine,
     close() {
@@ -124,6 +132,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
         await Promise.race([closed, new Promise((r) => setTimeout(r, 200).unref())]);
         if ("closeAllConnections" in server) server.closeAllConnections();
         await closed;
+        await attempts.flush();
         if (admin) await new Promise<void>((resolve) => admin.server.close(() => resolve()));
         await upstream.close();
         await store.close();

@@ -6,10 +6,13 @@ export { MemoryStore, type MemoryStoreOptions } from "./memory.js";
 export * from "./types.js";
 
 /** The one way into a store. The Redis store is loaded only when asked for, so memory never pulls in ioredis. */
-export async function createStore(config: Config["store"]): Promise<IdempotencyStore> {
-  if (config.kind === "memory") return new MemoryStore();
+export async function createStore(
+  config: Config["store"],
+  options: { attemptCapacity?: number } = {},
+): Promise<IdempotencyStore> {
+  if (config.kind === "memory") return new MemoryStore(options);
   const { RedisStore } = await import("./redis.js");
-  const store = new RedisStore({ url: config.redis.url, prefix: config.redis.prefix });
+  const store = new RedisStore({ url: config.redis.url, prefix: config.redis.prefix, ...options });
   // Not reachable yet is not fatal: requests get 503 (or pass, failMode: open) until it is.
   await store.connect();
   return store;

@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import {
+  type AttemptEntry,
+  type AttemptFilter,
   type BeginResult,
   type IdempotencyStore,
   type Lease,
@@ -9,6 +11,7 @@ import {
 } from "./types.js";
 
 interface Entry {
+  attempts?: number;
   state: RecordState;
   fingerprint: string;
   createdAt: number;
@@ -27,6 +30,8 @@ export interface MemoryStoreOptions {
   now?: () => number;
   /** How often expired records are swept out; reads skip them in any case. */
   sweepIntervalMs?: number;
+  /** How many attempt-log entries the ring keeps. */
+  attemptCapacity?: number;
 }
 
 /**
@@ -39,9 +44,13 @@ export class MemoryStore implements IdempotencyStore {
   private readonly waiters = new Map<string, WaitGroup>();
   private readonly now: () => number;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly ring: AttemptEntry[] = [];
+  private ringNext = 0;
+  private readonly ringCapacity: number;
 
   constructor(options: MemoryStoreOptions = {}) {
     this.now = options.now ?? Date.now;
+    this.ringCapacity = options.attemptCapacity ?? 10_000;
     this.sweeper = setInterval(() => this.sweep(), options.sweepIntervalMs ?? 30_000);
     this.sweeper.unref();
   }
@@ -109,6 +118,30 @@ export class MemoryStore implements IdempotencyStore {
   }
 
   async ping(): Promise<void> {}
+
+  async appendAttempts(entries: readonly AttemptEntry[]): Promise<void> {
+    if (this.ringCapacity === 0) return;
+    for (const entry of entries) {
+      // A bounded ring: the oldest entry gives way to the newest.
+      if (this.ring.length < this.ringCapacity) this.ring.push(entry);
+      else this.ring[this.ringNext] = entry;
+      this.ringNext = (this.ringNext + 1) % this.ringCapacity;
+      const record = entry.storeKey === undefined ? undefined : this.read(entry.storeKey);
+      if (record) record.attempts = (record.attempts ?? 0) + 1;
+    }
+  }
+
+  async recentAttempts(filter: AttemptFilter): Promise<AttemptEntry[]> {
+    const out: AttemptEntry[] = [];
+    for (let i = 1; i <= this.ring.length && out.length < filter.limit; i++) {
+      const entry = this.ring[(this.ringNext - i + this.ring.length) % this.ring.length] as AttemptEntry;
+      if (filter.route !== undefined && entry.route !== filter.route) continue;
+      if (filter.outcome !== undefined && entry.outcome !== filter.outcome) continue;
+      if (filter.storeKey !== undefined && entry.storeKey !== filter.storeKey) continue;
+      out.push(entry);
+    }
+    return out;
+  }
 
   async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
     const entry = this.read(key);
@@ -202,7 +235,12 @@ export class MemoryStore implements IdempotencyStore {
 
   /** An in-flight record whose lease ran out belongs to an attempt that died: its outcome is unknown. */
   private view(entry: Entry): StoredRecord {
-    const base = { fingerprint: entry.fingerprint, createdAt: entry.createdAt, expiresAt: entry.expiresAt };
+    const base = {
+      fingerprint: entry.fingerprint,
+      createdAt: entry.createdAt,
+      expiresAt: entry.expiresAt,
+      ...(entry.attempts ? { attempts: entry.attempts } : {}),
+    };
     if (entry.state === RecordState.Completed && entry.response) {
       return { ...base, state: RecordState.Completed, response: entry.response };
     }

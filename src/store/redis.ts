@@ -2,6 +2,8 @@ import { Redis } from "ioredis";
 import Redlock, { ExecutionError, type Lock, ResourceLockedError } from "redlock";
 import { StoreUnavailableError } from "../errors.js";
 import {
+  type AttemptEntry,
+  type AttemptFilter,
   type BeginResult,
   type IdempotencyStore,
   type Lease,
@@ -15,12 +17,14 @@ export interface RedisStoreOptions {
   prefix: string;
   /** How often a waiting duplicate re-reads the record in case a completion message was missed. */
   pollMs?: number;
+  /** About how many attempt-log entries the stream keeps (XADD MAXLEN ~). */
+  attemptCapacity?: number;
   /** Longest time one store command may take before the store counts as unavailable. */
   commandTimeoutMs?: number;
   now?: () => number;
 }
 
-const FIELDS = "'state', 'fp', 'created', 'expires', 'status', 'headers', 'body', 'recon'";
+const FIELDS = "'state', 'fp', 'created', 'expires', 'status', 'headers', 'body', 'recon', 'attempts'";
 
 /**
  * One Lua script per atomic step (ioredis defineCommand sends EVALSHA). KEYS[1] is the record
@@ -31,7 +35,7 @@ const SCRIPTS = {
   // The record and whether a lease is held, in one round trip: all a replay costs.
   idemGet: `
     local r = redis.call('HMGET', KEYS[1], ${FIELDS})
-    r[9] = redis.call('EXISTS', KEYS[2])
+    r[10] = redis.call('EXISTS', KEYS[2])
     return r`,
   // Runs while this attempt holds the lock (ARGV[1] = its value). Marks the key in flight unless a
   // record is there that may not be taken over; then gives the lock back and returns the record.
@@ -41,7 +45,7 @@ const SCRIPTS = {
     if state and not takeOver then
       if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
       local r = redis.call('HMGET', KEYS[1], ${FIELDS})
-      r[9] = 0
+      r[10] = 0
       return r
     end
     redis.call('DEL', KEYS[1])
@@ -90,6 +94,15 @@ const SCRIPTS = {
     end
     redis.call('PUBLISH', ARGV[7], 'resolved')
     return 1`,
+  // The attempt log, one batch per call: KEYS[1] is the capped stream, KEYS[i + 1] the record of
+  // entry i (or the stream again when the entry has no key). Counts land only on existing records.
+  idemAttempts: `
+    for i = 2, #ARGV do
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+      local rec = KEYS[i]
+      if rec ~= KEYS[1] and redis.call('EXISTS', rec) == 1 then redis.call('HINCRBY', rec, 'attempts', 1) end
+    end
+    return #ARGV - 1`,
   idemPurge: `
     local n = redis.call('DEL', KEYS[1], KEYS[2])
     redis.call('PUBLISH', ARGV[1], 'purged')
@@ -143,8 +156,10 @@ export class RedisStore implements IdempotencyStore {
     this.sub = new Redis(options.url, { ...common, enableOfflineQueue: true, commandTimeout: undefined });
     this.redis.on("error", () => {});
     this.sub.on("error", () => {});
-    for (const [name, lua] of Object.entries(SCRIPTS))
-      this.redis.defineCommand(name, { numberOfKeys: 2, lua });
+    for (const [name, lua] of Object.entries(SCRIPTS)) {
+      // The attempt-log script takes one key per entry, so its key count is given per call.
+      this.redis.defineCommand(name, name === "idemAttempts" ? { lua } : { numberOfKeys: 2, lua });
+    }
     this.redlock = new Redlock([this.redis], { retryCount: 0, driftFactor: 0.01 });
     this.sub.on("message", (channel: string) => {
       const group = this.groups.get(channel);
@@ -293,6 +308,44 @@ export class RedisStore implements IdempotencyStore {
     return reply === 1;
   }
 
+  /** The attempt log's stream: one per prefix, outside any key's hash tag. */
+  private attemptsKey(): string {
+    return `${this.options.prefix}attempts`;
+  }
+
+  async appendAttempts(entries: readonly AttemptEntry[]): Promise<void> {
+    const cap = this.options.attemptCapacity ?? 10_000;
+    if (entries.length === 0 || cap === 0) return;
+    const stream = this.attemptsKey();
+    const keys = entries.map((e) => (e.storeKey === undefined ? stream : this.rec(e.storeKey)));
+    await this.call("attempt log", () =>
+      this.redis.idemAttemptsBuffer(
+        1 + keys.length,
+        stream,
+        ...keys,
+        cap,
+        ...entries.map((e) => JSON.stringify(e)),
+      ),
+    );
+  }
+
+  async recentAttempts(filter: AttemptFilter): Promise<AttemptEntry[]> {
+    const cap = this.options.attemptCapacity ?? 10_000;
+    const rows = await this.call("attempt log", () =>
+      this.redis.xrevrange(this.attemptsKey(), "+", "-", "COUNT", Math.max(1, Math.min(cap, 100_000))),
+    );
+    const out: AttemptEntry[] = [];
+    for (const [, fields] of rows) {
+      if (out.length >= filter.limit) break;
+      const entry = JSON.parse(String(fields[1])) as AttemptEntry;
+      if (filter.route !== undefined && entry.route !== filter.route) continue;
+      if (filter.outcome !== undefined && entry.outcome !== filter.outcome) continue;
+      if (filter.storeKey !== undefined && entry.storeKey !== filter.storeKey) continue;
+      out.push(entry);
+    }
+    return out;
+  }
+
   async ping(): Promise<void> {
     await this.call("ping", () => this.redis.ping());
   }
@@ -389,16 +442,17 @@ async function isLockedError(err: unknown): Promise<boolean> {
 function decode(reply: Reply, lockKnown: boolean): StoredRecord | undefined {
   if (!Array.isArray(reply) || reply[0] === null || reply[0] === undefined) {
     // No record; a held lock means another attempt is between taking it and writing its record.
-    if (lockKnown && Array.isArray(reply) && Number(reply[8]) === 1) {
+    if (lockKnown && Array.isArray(reply) && Number(reply[9]) === 1) {
       return { state: RecordState.InFlight, fingerprint: undefined, createdAt: 0, expiresAt: 0 };
     }
     return undefined;
   }
-  const [state, fp, created, expires, status, headers, body, recon, locked] = reply;
+  const [state, fp, created, expires, status, headers, body, recon, attempts, locked] = reply;
   const base = {
     fingerprint: String(fp),
     createdAt: Number(String(created)),
     expiresAt: Number(String(expires)),
+    ...(attempts ? { attempts: Number(String(attempts)) } : {}),
   };
   switch (String(state)) {
     case RecordState.Completed:

@@ -21,6 +21,8 @@ interface RecordBase {
   fingerprint: string;
   createdAt: number;
   expiresAt: number;
+  /** Requests with this key recorded in the attempt log (written in batches, so it may lag a little). */
+  attempts?: number;
 }
 export type StoredRecord =
   /**
@@ -33,6 +35,29 @@ export type StoredRecord =
     })
   | (RecordBase & { state: typeof RecordState.Completed; response: StoredResponse })
   | (RecordBase & { state: typeof RecordState.Unknown });
+
+/** One protected request, as the attempt log keeps it. */
+export interface AttemptEntry {
+  time: number;
+  requestId: string;
+  route: string;
+  /** The stored key's hash. */
+  storeKey?: string | undefined;
+  /** Key material and scope as the operator knows them (JSON), never the payload. */
+  material?: string | undefined;
+  outcome: string;
+  status: number;
+  upstreamMs?: number | undefined;
+  /** Only with audit.payloads: true. */
+  payload?: string | undefined;
+}
+
+export interface AttemptFilter {
+  route?: string | undefined;
+  outcome?: string | undefined;
+  storeKey?: string | undefined;
+  limit: number;
+}
 
 export interface Lease {
   fingerprint: string;
@@ -71,6 +96,10 @@ export interface IdempotencyStore {
    * the key. Does nothing and returns false unless the key is unknown.
    */
   resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean>;
+  /** Appends to the attempt log (capped) and counts each entry on its key's record, if there is one. */
+  appendAttempts(entries: readonly AttemptEntry[]): Promise<void>;
+  /** The newest attempt-log entries first, filtered. */
+  recentAttempts(filter: AttemptFilter): Promise<AttemptEntry[]>;
   /** Removes a record whatever its state (operator action). */
   purge(key: string): Promise<boolean>;
   close(): Promise<void>;

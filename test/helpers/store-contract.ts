@@ -211,6 +211,35 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
       expect(await store.get(other)).toBeUndefined();
     });
 
+    it("keeps the attempt log newest first, filters it, and counts attempts on the key's record", async () => {
+      const begun = await store.begin(key, lease());
+      if (!begun.acquired) throw new Error("not acquired");
+      await store.complete(key, begun.token, response, TTL_MS);
+      const entry = (outcome: string, route = `r-${key}`) => ({
+        time: Date.now(),
+        requestId: `${outcome}-${key}`,
+        route,
+        storeKey: key,
+        material: '{"key":["INV-1"],"scope":[]}',
+        outcome,
+        status: 201,
+      });
+      await store.appendAttempts([entry("executed"), entry("replayed")]);
+      await store.appendAttempts([entry("replayed"), { ...entry("rejected"), storeKey: undefined }]);
+      const mine = await store.recentAttempts({ route: `r-${key}`, limit: 10 });
+      expect(mine.map((e) => e.outcome)).toEqual(["rejected", "replayed", "replayed", "executed"]);
+      expect(await store.recentAttempts({ route: `r-${key}`, outcome: "replayed", limit: 1 })).toHaveLength(
+        1,
+      );
+      expect((await store.recentAttempts({ storeKey: key, limit: 10 })).map((e) => e.outcome)).toEqual([
+        "replayed",
+        "replayed",
+        "executed",
+      ]);
+      expect((await store.get(key))?.attempts).toBe(3);
+      expect(await store.get(`${key}-never`)).toBeUndefined();
+    });
+
     it("purges a record whatever its state", async () => {
       await store.begin(key, lease());
       expect(await store.purge(key)).toBe(true);

@@ -175,6 +175,40 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   return undefined;
 }
 
+describe("attempt log", () => {
+  it("records every protected request, lists them with filters, and counts them on the key", async () => {
+    const { gw } = await setup();
+    await send(`${gw.url}/invoices`, invoice("A-1"));
+    await send(`${gw.url}/invoices`, invoice("A-1"));
+    await send(`${gw.url}/invoices`, invoice("A-1", 5)); // mismatch
+    await send(`${gw.url}/invoices`, invoice("A-2"));
+    await gw.flushAttempts();
+    const all = (await admin(gw, "/attempts")).json().attempts as Record<string, unknown>[];
+    expect(all.map((a) => a.outcome)).toEqual(["executed", "mismatch", "replayed", "executed"]);
+    expect(all[3]).toMatchObject({
+      route: "create-invoice",
+      status: 200,
+      material: '{"key":["A-1","T-1"],"scope":["acme"]}',
+    });
+    expect(all[3]?.payload).toBeUndefined();
+    expect(typeof all[3]?.upstreamMs).toBe("number");
+    const replays = (await admin(gw, "/attempts?outcome=replayed&route=create-invoice")).json().attempts;
+    expect(replays).toHaveLength(1);
+    const looked = (await admin(gw, "/keys/lookup", ref("A-1"))).json();
+    expect(looked.attempts).toBe(3);
+    expect((looked.recentAttempts as unknown[]).length).toBe(3);
+    expect((await admin(gw, "/attempts?limit=0")).status).toBe(400);
+  });
+
+  it("keeps request bodies only with audit.payloads: true", async () => {
+    const { gw } = await setup(undefined, { audit: { payloads: true } });
+    await send(`${gw.url}/invoices`, invoice("A-3"));
+    await gw.flushAttempts();
+    const [entry] = (await admin(gw, "/attempts")).json().attempts as Record<string, unknown>[];
+    expect(entry?.payload).toBe(invoice("A-3").body);
+  });
+});
+
 describe("metrics", () => {
   it("count requests by route and outcome after a known sequence, and time the upstream and the store", async () => {
     const { gw } = await setup();

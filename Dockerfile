@@ -15,9 +15,9 @@ RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean -
 COPY --from=build /app/dist ./dist
 COPY config ./config
 USER node
-EXPOSE 8080
-# Any answer from the gateway (even the upstream's error passed through) means the process serves.
+EXPOSE 8080 8081
+# /healthz on the admin listener: the process is up and serving (readiness is /readyz).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
-  CMD node -e "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/').then(()=>process.exit(0),()=>process.exit(1))"
+  CMD node -e "fetch('http://127.0.0.1:'+(process.env.ADMIN_PORT||8081)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
 ENTRYPOINT ["node", "dist/cli.js"]
 CMD ["serve", "--config", "config/gateway.yaml"]

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
+import cluster from "node:cluster";
 import { readFile, writeFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
 import cliProgress from "cli-progress";
 import { Command, InvalidArgumentError, Option } from "commander";
@@ -15,7 +17,7 @@ import {
 } from "./config/index.js";
 import { startDemoBackend } from "./demo/index.js";
 import { ConfigError } from "./errors.js";
-import { startGateway, toProblem } from "./gateway/index.js";
+import { createLogger, runPrimary, runWorker, startGateway, toProblem } from "./gateway/index.js";
 import { type Explanation, explain } from "./idempotency/index.js";
 import { DEFAULT_BODY, formatReports, Pattern, runStorm, type StormReport } from "./storm/index.js";
 
@@ -99,8 +101,40 @@ async function load(file: string, flags: Overrides): Promise<Config> {
   }
 }
 
-async function serveCommand(opts: { config: string } & Overrides): Promise<void> {
+function workerCount(value: string): number {
+  if (value === "auto") return availableParallelism();
+  return positiveInt(value);
+}
+
+async function serveCommand(opts: { config: string; workers?: number } & Overrides): Promise<void> {
   const config = await load(opts.config, opts);
+  if (cluster.isWorker) return runWorker(config);
+  if (opts.workers !== undefined) {
+    if (config.store.kind === "memory") {
+      fail(
+        "--workers needs store.kind: redis: workers would not share the memory store (use --store redis --redis URL)",
+      );
+    }
+    for (const warning of configWarnings(config)) process.stderr.write(`warning: ${warning}\n`);
+    const group = await runPrimary(config, opts.workers, createLogger(config.log));
+    process.stdout.write(
+      `idempotency-gateway listening on ${group.url} (upstream ${config.upstream.url}, store ${config.store.kind}, ` +
+        `${opts.workers} workers${group.adminUrl ? `, admin ${group.adminUrl}` : ""})\n`,
+    );
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      process.stdout.write(`${signal}: draining attempts under way, then exiting\n`);
+      group.close().then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+    return;
+  }
   for (const warning of configWarnings(config)) process.stderr.write(`warning: ${warning}\n`);
   const gateway = await startGateway(config);
   process.stdout.write(
@@ -301,6 +335,56 @@ async function stormCommand(opts: StormFlags): Promise<void> {
     await writeFile(opts.json, `${JSON.stringify(opts.compare ? reports : reports[0], null, 2)}\n`);
 }
 
+interface InspectFlags {
+  config: string;
+  admin?: string;
+  scope?: string[];
+  headerKey: boolean;
+  json: boolean;
+}
+
+/** Looks a key up through the admin API of a running gateway, as an operator knows the key. */
+async function inspectCommand(route: string, keys: string[], opts: InspectFlags): Promise<void> {
+  const config = await load(opts.config, {});
+  if (!opts.admin && (config.admin.port === false || config.admin.port === 0)) {
+    fail("this config has no fixed admin port: give the running gateway's admin URL with --admin");
+  }
+  const adminUrl = opts.admin ?? `http://${config.admin.host}:${config.admin.port}`;
+  const token = envOverrides().adminToken ?? config.admin.token;
+  const compiled = new RouteTable(config).routes.find((r) => r.name === route);
+  const value = (text: string): unknown => {
+    if (!opts.json) return text;
+    try {
+      return JSON.parse(text);
+    } catch {
+      fail(`--json: ${text} is not a JSON value`);
+    }
+  };
+  const byHeader = opts.headerKey || !compiled || compiled.settings.key.from.length === 0;
+  const body = {
+    route,
+    ...(byHeader ? { header: keys[0] } : { key: keys.map(value) }),
+    scope: (opts.scope ?? []).map(value),
+  };
+  let res: Response;
+  try {
+    res = await fetch(`${adminUrl}/keys/lookup`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    fail(`cannot reach the admin API at ${adminUrl}: ${(err as Error).cause ?? (err as Error).message}`);
+  }
+  const answer = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) {
+    process.stderr.write(`idempotency-gateway: ${String(answer.detail ?? answer.title ?? res.status)}\n`);
+    process.exit(res.status === 404 ? 1 : 2);
+  }
+  process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+}
+
 export function buildCli(): Command {
   const program = new Command("idempotency-gateway")
     .description("A reverse proxy that makes a non-idempotent HTTP backend safe to retry")
@@ -314,7 +398,12 @@ export function buildCli(): Command {
     .option("--upstream <url>", "upstream base URL")
     .option("--store <kind>", "memory | redis")
     .option("--redis <url>", "Redis URL")
-    .option("--admin-port <n>", "port of /healthz and /readyz (0 = any free port)", port)
+    .option("--admin-port <n>", "port of the admin API (0 = any free port)", port)
+    .option(
+      "--workers <n>",
+      "worker processes sharing the port, or auto (one per core); needs the redis store",
+      workerCount,
+    )
     .action(serveCommand);
 
   program
@@ -338,6 +427,25 @@ export function buildCli(): Command {
     .option("--stall-rate <p>", "commit only after --stall", rate, 0)
     .option("--stall <d>", "how long a stalled request takes to commit", duration, 31_000)
     .action(demoBackendCommand);
+
+  program
+    .command("inspect")
+    .description("look a key up in a running gateway's store: state, stored status, times, attempts")
+    .argument("<route>", "route name, or (default) for requests that matched no route")
+    .argument("<key...>", "the key as the caller sent it: the Idempotency-Key, or the key fields in order")
+    .option(
+      "--config <file>",
+      "YAML config (for the admin address and token)",
+      process.env.CONFIG || EMBEDDED_CONFIG,
+    )
+    .option("--admin <url>", "admin API of the running gateway (default: from the config)", httpUrl)
+    .option("--scope <value>", "a scope value, in order (repeatable)", (v: string, prev: string[] = []) => [
+      ...prev,
+      v,
+    ])
+    .option("--header-key", "the key is an Idempotency-Key even if the route derives keys", false)
+    .option("--json", 'read each key and scope value as JSON (42 and "42" are different keys)', false)
+    .action(inspectCommand);
 
   program
     .command("storm")

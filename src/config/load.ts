@@ -27,12 +27,15 @@ function formatIssues(error: z.ZodError): string[] {
 }
 
 export function envOverrides(env: NodeJS.ProcessEnv = process.env): Overrides {
-  const port = env.PORT === undefined || env.PORT === "" ? undefined : Number(env.PORT);
+  const number = (v: string | undefined) => (v === undefined || v === "" ? undefined : Number(v));
   return {
-    port,
+    port: number(env.PORT),
     upstream: env.UPSTREAM_URL || undefined,
     store: env.STORE || undefined,
     redis: env.REDIS_URL || undefined,
+    adminPort: number(env.ADMIN_PORT),
+    adminToken: env.ADMIN_TOKEN || undefined,
+    logLevel: env.LOG_LEVEL || undefined,
   };
 }
 

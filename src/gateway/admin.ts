@@ -6,13 +6,13 @@ import { z } from "zod";
 import { type CompiledRoute, FALLBACK_ROUTE_NAME, formatPath, type RouteTable } from "../config/index.js";
 import { storeKeyFor } from "../idempotency/index.js";
 import { type IdempotencyStore, RecordState, type StoredRecord } from "../store/index.js";
-import type { GatewayMetrics } from "./metrics.js";
 import { PROBLEM_TYPE_PREFIX } from "./problem.js";
 
 export interface AdminDeps {
   store: IdempotencyStore;
   routes: RouteTable;
-  metrics: GatewayMetrics;
+  /** Where /metrics text comes from: this process's registry, or the workers' aggregated by the primary. */
+  metrics: { metrics(): Promise<string>; readonly contentType: string };
   /** Bearer token; without one the API is open, which config validation allows on loopback only. */
   token: string | undefined;
   /** Requests forwarded unprotected because the store was unreachable (failMode: open). */
@@ -135,7 +135,7 @@ export function createAdminApp(deps: AdminDeps): Hono {
   });
   app.use("*", bearer(deps.token));
   app.get("/metrics", async (c) =>
-    c.body(await deps.metrics.registry.metrics(), 200, { "content-type": deps.metrics.registry.contentType }),
+    c.body(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }),
   );
 
   const routeNamed = (name: string): CompiledRoute | undefined =>

@@ -1,6 +1,7 @@
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { type Logger, pino } from "pino";
+import type { Registry } from "prom-client";
 import { type Config, RouteTable } from "../config/index.js";
 import { IdempotencyEngine } from "../idempotency/index.js";
 import { Upstream } from "../proxy/index.js";
@@ -20,6 +21,8 @@ export interface RunningGateway {
   unprotectedForwards(): number;
   /** Writes the attempt-log entries still buffered. */
   flushAttempts(): Promise<void>;
+  /** This gateway's Prometheus registry. */
+  metricsRegistry: Registry;
   store: IdempotencyStore;
   engine: IdempotencyEngine;
   /** Stops accepting, lets attempts under way finish and store (up to the drain timeout), then closes. */
@@ -99,7 +102,13 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     config.admin.port === false
       ? undefined
       : await startAdmin(
-          { store, routes, metrics, token: config.admin.token, unprotectedForwards: () => unprotected },
+          {
+            store,
+            routes,
+            metrics: metrics.registry,
+            token: config.admin.token,
+            unprotectedForwards: () => unprotected,
+          },
           config.admin.host,
           config.admin.port,
         );
@@ -121,6 +130,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     adminUrl: admin?.url,
     unprotectedForwards: () => unprotected,
     flushAttempts: () => attempts.flush(),
+    metricsRegistry: metrics.registry,
     store,
     engine,
     close() {

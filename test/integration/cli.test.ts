@@ -159,6 +159,57 @@ describe("check-config --explain", () => {
   });
 });
 
+describe("inspect", () => {
+  it("shows a key's record from the running gateway, and exits 1 for a key it never saw", async () => {
+    upstream = await startUpstream((_c, res) => {
+      res.writeHead(201);
+      res.end("created");
+    });
+    gw = await spawnServe(["--port", "0", "--admin-port", "0", "--upstream", upstream.url]);
+    const adminUrl = /admin (http:\/\/[^\s)]+)/.exec(gw.output())?.[1] as string;
+    await send(`${gw.url}/invoices`, {
+      headers: { "x-tenant-id": "acme" },
+      body: '{"invoiceNumber":"INV-4711","transactionId":"T-1"}',
+    });
+    const found = await runCli([
+      "inspect",
+      "--admin",
+      adminUrl,
+      "create-invoice",
+      "INV-4711",
+      "T-1",
+      "--scope",
+      "acme",
+    ]);
+    expect(found.code).toBe(0);
+    expect(JSON.parse(found.stdout)).toMatchObject({
+      route: "create-invoice",
+      state: "completed",
+      response: { status: 201 },
+    });
+    const missing = await runCli([
+      "inspect",
+      "--admin",
+      adminUrl,
+      "create-invoice",
+      "INV-4712",
+      "T-1",
+      "--scope",
+      "acme",
+    ]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr.trim()).toBe(
+      "idempotency-gateway: no record for this key (never seen, expired or purged)",
+    );
+  });
+
+  it("says in one line when the admin API cannot be reached", async () => {
+    const r = await runCli(["inspect", "--admin", "http://127.0.0.1:9", "create-invoice", "A", "B"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("cannot reach the admin API at http://127.0.0.1:9");
+  });
+});
+
 describe("serve", () => {
   it("takes the upstream and port from the command line and the environment", async () => {
     upstream = await startUpstream();

@@ -53,7 +53,10 @@ describe("config warnings", () => {
     ];
     expect(files.length).toBeGreaterThanOrEqual(4);
     for (const file of files) {
-      const config = parseConfigText(await readFile(file, "utf8"), file);
+      // Examples that open the admin API beyond loopback expect ADMIN_TOKEN from the deployment.
+      const config = parseConfigText(await readFile(file, "utf8"), file, {
+        adminToken: "a-deployment-secret-token",
+      });
       expect(configWarnings(config), file).toEqual([]);
     }
   });

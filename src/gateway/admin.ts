@@ -17,6 +17,8 @@ export interface AdminDeps {
   token: string | undefined;
   /** Requests forwarded unprotected because the store was unreachable (failMode: open). */
   unprotectedForwards(): number;
+  /** Whether the upstream accepts connections. */
+  upstreamReachable(): Promise<{ reachable: boolean; error?: string }>;
 }
 
 function problem(
@@ -120,17 +122,18 @@ export function createAdminApp(deps: AdminDeps): Hono {
   const app = new Hono();
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {
-    const store = await deps.store.ping().then(
-      () => ({ kind: deps.store.kind, reachable: true }),
-      (err: Error) => ({ kind: deps.store.kind, reachable: false, error: err.message }),
-    );
+    const [store, upstream] = await Promise.all([
+      deps.store.ping().then(
+        () => ({ kind: deps.store.kind, reachable: true }),
+        (err: Error) => ({ kind: deps.store.kind, reachable: false, error: err.message }),
+      ),
+      deps.upstreamReachable(),
+    ]);
+    const ready = store.reachable && upstream.reachable;
+    const status = ready ? "ready" : !store.reachable ? "store unreachable" : "upstream unreachable";
     return c.json(
-      {
-        status: store.reachable ? "ready" : "store unreachable",
-        store,
-        unprotectedForwards: deps.unprotectedForwards(),
-      },
-      store.reachable ? 200 : 503,
+      { status, store, upstream, unprotectedForwards: deps.unprotectedForwards() },
+      ready ? 200 : 503,
     );
   });
   app.use("*", bearer(deps.token));

@@ -108,6 +108,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
             metrics: metrics.registry,
             token: config.admin.token,
             unprotectedForwards: () => unprotected,
+            upstreamReachable: () => upstream.reachable(),
           },
           config.admin.host,
           config.admin.port,

@@ -2,6 +2,7 @@ import cluster, { type Worker } from "node:cluster";
 import type { Logger } from "pino";
 import { AggregatorRegistry } from "prom-client";
 import { type Config, RouteTable } from "../config/index.js";
+import { Upstream } from "../proxy/index.js";
 import { createStore } from "../store/index.js";
 import { startAdmin } from "./admin.js";
 import { startGateway } from "./server.js";
@@ -52,6 +53,11 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
   });
 
   const store = await createStore(config.store, { attemptCapacity: config.audit.attempts });
+  const upstream = new Upstream({
+    url: config.upstream.url,
+    timeoutMs: config.upstream.timeout,
+    connections: 1,
+  });
   const aggregated = new AggregatorRegistry();
   const clusterMetrics = { metrics: () => aggregated.clusterMetrics(), contentType: aggregated.contentType };
   const admin =
@@ -64,6 +70,7 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
             metrics: clusterMetrics,
             token: config.admin.token,
             unprotectedForwards: () => 0,
+            upstreamReachable: () => upstream.reachable(),
           },
           config.admin.host,
           config.admin.port,
@@ -86,6 +93,7 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
       );
       if (admin) await new Promise<void>((resolve) => admin.server.close(() => resolve()));
       await store.close();
+      await upstream.close();
     },
   };
 }

@@ -1,4 +1,5 @@
 import type { ServerResponse } from "node:http";
+import { connect } from "node:net";
 import type { Readable } from "node:stream";
 import { type Dispatcher, Pool } from "undici";
 import { type GatewayError, UpstreamFailedError, UpstreamUnreachableError } from "../errors.js";
@@ -180,6 +181,29 @@ export class Upstream {
             } else settle(classifyUpstreamError(err));
           },
         },
+      );
+    });
+  }
+
+  /**
+   * Whether the upstream accepts TCP connections. A connect, not a request: readiness checks run
+   * often, and any request could have effects on a backend that is not idempotent.
+   */
+  reachable(timeoutMs = 1_000): Promise<{ reachable: boolean; error?: string }> {
+    const url = new URL(this.options.url);
+    const port = Number(url.port || (url.protocol === "https:" ? 443 : 80));
+    return new Promise((resolve) => {
+      const socket = connect({ host: url.hostname.replace(/^\[|\]$/g, ""), port });
+      const done = (result: { reachable: boolean; error?: string }) => {
+        socket.destroy();
+        resolve(result);
+      };
+      socket.setTimeout(timeoutMs, () =>
+        done({ reachable: false, error: `no connection within ${timeoutMs} ms` }),
+      );
+      socket.once("connect", () => done({ reachable: true }));
+      socket.once("error", (err: NodeJS.ErrnoException) =>
+        done({ reachable: false, error: err.code ?? err.message }),
       );
     });
   }

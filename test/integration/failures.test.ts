@@ -189,7 +189,10 @@ describe("store outage", () => {
     expect(down.json()).toMatchObject({ code: "STORE_UNAVAILABLE" });
     const ready = await send(`${gw.adminUrl}/readyz`, { method: "GET" });
     expect(ready.status).toBe(503);
-    expect(ready.json()).toMatchObject({ store: { kind: "redis", reachable: false } });
+    expect(ready.json()).toMatchObject({
+      status: "store unreachable",
+      store: { kind: "redis", reachable: false },
+    });
     expect(up.calls).toHaveLength(1);
     await redis.start();
     // Reconnection is the client's own; wait for readiness to say so, then use the gateway again.

@@ -175,6 +175,28 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
   return undefined;
 }
 
+describe("readiness", () => {
+  it("reports the upstream unreachable (503) while nothing listens there, and ready once it does", async () => {
+    const { gw, up } = await setup();
+    const ready = await admin(gw, "/readyz", undefined, null);
+    expect(ready.status).toBe(200);
+    expect(ready.json()).toMatchObject({
+      status: "ready",
+      store: { reachable: true },
+      upstream: { reachable: true },
+    });
+    await up.close();
+    upstream = undefined;
+    const down = await admin(gw, "/readyz", undefined, null);
+    expect(down.status).toBe(503);
+    expect(down.json()).toMatchObject({
+      status: "upstream unreachable",
+      upstream: { reachable: false, error: "ECONNREFUSED" },
+    });
+    expect(up.calls).toHaveLength(0);
+  });
+});
+
 describe("attempt log", () => {
   it("records every protected request, lists them with filters, and counts them on the key", async () => {
     const { gw } = await setup();

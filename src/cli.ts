@@ -101,6 +101,25 @@ async function load(file: string, flags: Overrides): Promise<Config> {
   }
 }
 
+/** On SIGTERM or SIGINT (once): say so, let `close` drain, then exit 0 (1 if draining failed). */
+function drainOnSignal(close: () => Promise<void>): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`${signal}: draining attempts under way, then exiting\n`);
+    close().then(
+      () => process.exit(0),
+      (err) => {
+        process.stderr.write(`idempotency-gateway: shutdown failed: ${String(err)}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+}
+
 function workerCount(value: string): number {
   if (value === "auto") return availableParallelism();
   return positiveInt(value);
@@ -121,18 +140,7 @@ async function serveCommand(opts: { config: string; workers?: number } & Overrid
       `idempotency-gateway listening on ${group.url} (upstream ${config.upstream.url}, store ${config.store.kind}, ` +
         `${opts.workers} workers${group.adminUrl ? `, admin ${group.adminUrl}` : ""})\n`,
     );
-    let stopping = false;
-    const stop = (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      process.stdout.write(`${signal}: draining attempts under way, then exiting\n`);
-      group.close().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    };
-    process.on("SIGTERM", () => stop("SIGTERM"));
-    process.on("SIGINT", () => stop("SIGINT"));
+    drainOnSignal(() => group.close());
     return;
   }
   for (const warning of configWarnings(config)) process.stderr.write(`warning: ${warning}\n`);
@@ -141,21 +149,7 @@ async function serveCommand(opts: { config: string; workers?: number } & Overrid
     `idempotency-gateway listening on ${gateway.url} (upstream ${config.upstream.url}, store ${config.store.kind}` +
       `${gateway.adminUrl ? `, admin ${gateway.adminUrl}` : ""})\n`,
   );
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    process.stdout.write(`${signal}: draining attempts under way, then exiting\n`);
-    gateway.close().then(
-      () => process.exit(0),
-      (err) => {
-        process.stderr.write(`idempotency-gateway: shutdown failed: ${String(err)}\n`);
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", () => stop("SIGTERM"));
-  process.on("SIGINT", () => stop("SIGINT"));
+  drainOnSignal(() => gateway.close());
 }
 
 function routeLine(r: CompiledRoute): string {

@@ -27,6 +27,13 @@ export interface RedisStoreOptions {
 const FIELDS = "'state', 'fp', 'created', 'expires', 'status', 'headers', 'body', 'recon', 'attempts'";
 
 /**
+ * Fencing, at the head of every script that ends an attempt: only the attempt whose token
+ * (ARGV[1]) the in-flight record carries may write; any other gets 0 and changes nothing.
+ */
+const OWNED_BY_ARGV1 = `local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
+    if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end`;
+
+/**
  * One Lua script per atomic step (ioredis defineCommand sends EVALSHA). KEYS[1] is the record
  * (a hash), KEYS[2] the redlock lock key whose value is the owning attempt's token. A record that
  * says in_flight while no lock exists belongs to an attempt whose lease ran out: it reads as unknown.
@@ -57,8 +64,7 @@ const SCRIPTS = {
   // The writes that end an attempt: each only if the record is still this attempt's (fencing), each
   // also frees the lock (like redlock's release: only if it holds this value) and wakes waiters.
   idemComplete: `
-    local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
-    if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end
+    ${OWNED_BY_ARGV1}
     redis.call('HSET', KEYS[1], 'state', 'completed', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4],
       'expires', tonumber(ARGV[6]) + tonumber(ARGV[5]), 'recon', ARGV[8])
     redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -66,15 +72,13 @@ const SCRIPTS = {
     redis.call('PUBLISH', ARGV[7], 'completed')
     return 1`,
   idemUnknown: `
-    local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
-    if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end
+    ${OWNED_BY_ARGV1}
     redis.call('HSET', KEYS[1], 'state', 'unknown')
     if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
     redis.call('PUBLISH', ARGV[2], 'unknown')
     return 1`,
   idemRelease: `
-    local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
-    if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end
+    ${OWNED_BY_ARGV1}
     redis.call('DEL', KEYS[1])
     if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
     redis.call('PUBLISH', ARGV[2], 'released')

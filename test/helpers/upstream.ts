@@ -90,3 +90,23 @@ export function gate(): { promise: Promise<void>; open: () => void } {
   });
   return { promise, open };
 }
+
+/**
+ * A non-idempotent backend with its own latency: every request is an execution with a new invoice
+ * id, counted per Idempotency-Key, so a test can check "exactly once" on the origin's side.
+ */
+export async function startCountingUpstream(
+  latencyMs: number,
+): Promise<TestUpstream & { executions: Map<string, number> }> {
+  const executions = new Map<string, number>();
+  let seq = 0;
+  const upstream = await startUpstream(async (call, res) => {
+    const key = String(call.headers["idempotency-key"]);
+    executions.set(key, (executions.get(key) ?? 0) + 1);
+    const id = ++seq;
+    await new Promise((resolve) => setTimeout(resolve, latencyMs));
+    res.writeHead(201, { "content-type": "application/json", "x-invoice-id": String(id) });
+    res.end(JSON.stringify({ id, key }));
+  });
+  return Object.assign(upstream, { executions });
+}

@@ -5,28 +5,19 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Reply, send } from "../helpers/http.js";
 import { type GatewayProcess, spawnServe } from "../helpers/process.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
-import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
+import { startCountingUpstream } from "../helpers/upstream.js";
 
 const KEYS = 300;
 const COPIES = 10;
 const KEYS_AT_ONCE = 50;
 
 let redis: TestRedis;
-let upstream: TestUpstream;
+let upstream: Awaited<ReturnType<typeof startCountingUpstream>>;
 const gateways: GatewayProcess[] = [];
-const executions = new Map<string, number>();
 
 beforeAll(async () => {
   redis = await startRedis();
-  let seq = 0;
-  upstream = await startUpstream(async (call, res) => {
-    const key = String(call.headers["idempotency-key"]);
-    executions.set(key, (executions.get(key) ?? 0) + 1);
-    const id = ++seq;
-    await new Promise((resolve) => setTimeout(resolve, 50)); // the backend's own latency
-    res.writeHead(201, { "content-type": "application/json", "x-invoice-id": String(id) });
-    res.end(JSON.stringify({ id, key }));
-  });
+  upstream = await startCountingUpstream(50);
   const dir = await mkdtemp(join(tmpdir(), "idem-multi-"));
   const config = join(dir, "gateway.yaml");
   await writeFile(
@@ -69,7 +60,7 @@ describe("three gateway processes on one Redis", () => {
     }
 
     expect(upstream.calls).toHaveLength(KEYS);
-    expect([...executions.values()].every((n) => n === 1)).toBe(true);
+    expect([...upstream.executions.values()].every((n) => n === 1)).toBe(true);
     for (const [key, replies] of answers) {
       const statuses = replies.map((r) => r.status);
       expect(statuses, key).toEqual(Array(COPIES).fill(201));

@@ -5,27 +5,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { send } from "../helpers/http.js";
 import { type GatewayProcess, runCli, spawnServe } from "../helpers/process.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
-import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
+import { startCountingUpstream } from "../helpers/upstream.js";
 
 const KEYS = 100;
 const COPIES = 10;
 
 let redis: TestRedis;
-let upstream: TestUpstream;
+let upstream: Awaited<ReturnType<typeof startCountingUpstream>>;
 let gw: GatewayProcess | undefined;
-const executions = new Map<string, number>();
 
 beforeAll(async () => {
   redis = await startRedis();
-  let seq = 0;
-  upstream = await startUpstream(async (call, res) => {
-    const key = String(call.headers["idempotency-key"]);
-    executions.set(key, (executions.get(key) ?? 0) + 1);
-    const id = ++seq;
-    await new Promise((resolve) => setTimeout(resolve, 20)); // the backend's own latency
-    res.writeHead(201, { "x-invoice-id": String(id) });
-    res.end(JSON.stringify({ id, key }));
-  });
+  upstream = await startCountingUpstream(20);
 });
 afterAll(async () => {
   if (gw && gw.proc.exitCode === null) gw.proc.kill("SIGKILL");
@@ -68,7 +59,7 @@ describe("serve --workers", () => {
       );
     }
     expect(upstream.calls).toHaveLength(KEYS);
-    expect([...executions.values()].every((n) => n === 1)).toBe(true);
+    expect([...upstream.executions.values()].every((n) => n === 1)).toBe(true);
     expect([...bodies.values()].every((s) => s.size === 1)).toBe(true);
 
     const metrics = (await send(`${adminUrl}/metrics`, { method: "GET" })).body.toString();

@@ -69,20 +69,6 @@ export class Upstream {
     });
   }
 
-  /** Sends a request and returns the streaming response. Throws a classified GatewayError. */
-  async send(req: OutboundRequest): Promise<Dispatcher.ResponseData> {
-    try {
-      return await this.pool.request({
-        method: req.method as Dispatcher.HttpMethod,
-        path: this.basePath + req.path,
-        headers: req.headers,
-        body: req.body,
-      });
-    } catch (err) {
-      throw classifyUpstreamError(err);
-    }
-  }
-
   /**
    * Sends a request and reads the whole response, for storing. A dispatch handler rather than
    * `request()`, because only the raw header list keeps the upstream's header order and case,

@@ -110,6 +110,6 @@ export async function loadConfig(file: string, overrides: Overrides = {}): Promi
   return parseConfigText(text, file, overrides);
 }
 
-export function isLoopback(host: string): boolean {
+function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\./.test(host);
 }

@@ -17,4 +17,4 @@ export {
   isProtected,
   storeKeyFor,
 } from "./keys.js";
-export { isMissing, RequestFields, type RequestView, resolvePointer } from "./request.js";
+export { isMissing, RequestFields, type RequestView } from "./request.js";

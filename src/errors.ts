@@ -87,10 +87,10 @@ export class InFlightError extends RetryableError {
 }
 
 export class OutcomeUnknownError extends RetryableError {
-  readonly retryAfterSeconds = 60;
   constructor(
     detail = "an earlier attempt reached the backend but its answer was lost; it is not repeated automatically",
     options?: ErrorOptions,
+    readonly retryAfterSeconds = 60,
   ) {
     super(
       "OUTCOME_UNKNOWN",
@@ -99,6 +99,24 @@ export class OutcomeUnknownError extends RetryableError {
       detail,
       { state: "unknown" },
       options,
+    );
+  }
+}
+
+/**
+ * This request waited on a concurrent duplicate whose answer was not stored (a status outside
+ * `cache`, or no answer at all). The waiters do not each execute the operation again: they are told
+ * to retry, and the retry is a fresh attempt.
+ */
+export class AttemptNotStoredError extends RetryableError {
+  readonly retryAfterSeconds = 1;
+  constructor() {
+    super(
+      "NOT_STORED",
+      409,
+      "The concurrent request with this key ended without a stored answer",
+      "this request waited on an earlier one with the same key, which ended without an answer to share; retry to send it again",
+      { state: "released" },
     );
   }
 }

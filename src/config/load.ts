@@ -2,6 +2,7 @@ import { readFile } from "node:fs/promises";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "../errors.js";
+import { durationProblems } from "./durations.js";
 import { type Config, configSchema } from "./schema.js";
 
 /** Values that win over the file: command-line flags first, then the environment. */
@@ -82,6 +83,7 @@ export function parseConfig(raw: unknown, overrides: Overrides = {}): Config {
       );
     }
   });
+  problems.push(...durationProblems(result.data));
   const { admin } = result.data;
   if (admin.port !== false && !admin.token && !isLoopback(admin.host)) {
     problems.push(

@@ -24,6 +24,11 @@ export interface RouteSettings {
   onUnknown: "reject" | "retry" | "reconcile";
   /** Present when onUnknown is reconcile (the config is refused otherwise). */
   reconcile: ReconcileRule | undefined;
+  /**
+   * How long a request that was sent may still commit on the backend after its attempt stopped
+   * waiting for it: reconcile.settle, by default the upstream timeout.
+   */
+  settleMs: number;
 }
 
 export interface CompiledRoute {
@@ -78,9 +83,21 @@ export function compilePattern(pattern: string): { regex: RegExp; paramNames: st
   return { regex: new RegExp(`^${segments.join("/")}$`), paramNames };
 }
 
-function mergeSettings(defaults: DefaultsInput, route: Partial<RouteInput>): RouteSettings {
+/** What route settings need to know of the rest of the config. */
+export interface RouteContext {
+  /** upstream.timeout in ms: the default settle time. */
+  upstreamTimeoutMs: number;
+}
+
+/** The merged settings of one route (or of the defaults alone, for the fallback route). */
+export function mergeSettings(
+  defaults: DefaultsInput,
+  route: Partial<RouteInput>,
+  context: RouteContext,
+): RouteSettings {
   const key = { ...defaults.key, ...route.key };
   const cacheList = route.cache ?? defaults.cache;
+  const reconcile = route.reconcile ?? defaults.reconcile;
   return {
     methods: new Set(route.methods ?? defaults.methods),
     key: { header: key.header ?? "Idempotency-Key", required: key.required ?? false, from: key.from ?? [] },
@@ -94,7 +111,8 @@ function mergeSettings(defaults: DefaultsInput, route: Partial<RouteInput>): Rou
     cacheList,
     maxBodySize: route.maxBodySize ?? defaults.maxBodySize,
     onUnknown: route.onUnknown ?? defaults.onUnknown,
-    reconcile: route.reconcile ?? defaults.reconcile,
+    reconcile,
+    settleMs: reconcile?.settle ?? context.upstreamTimeoutMs,
   };
 }
 
@@ -111,7 +129,8 @@ export class RouteTable {
   readonly routes: readonly CompiledRoute[];
   readonly fallback: CompiledRoute;
 
-  constructor(config: Pick<Config, "defaults" | "routes">) {
+  constructor(config: Pick<Config, "defaults" | "routes" | "upstream">) {
+    const context = { upstreamTimeoutMs: config.upstream.timeout };
     this.routes = config.routes.map((r) => {
       const m = r.match.method;
       return {
@@ -120,12 +139,12 @@ export class RouteTable {
         matchMethods: m === undefined ? null : new Set(Array.isArray(m) ? m : [m]),
         protect: r.protect,
         fallback: false,
-        settings: mergeSettings(config.defaults, r),
+        settings: mergeSettings(config.defaults, r, context),
         ...compilePattern(r.match.path),
       };
     });
     // Unmatched requests are protected only by a client key, never by derived fields.
-    const fallbackSettings = mergeSettings(config.defaults, {});
+    const fallbackSettings = mergeSettings(config.defaults, {}, context);
     fallbackSettings.key = { ...fallbackSettings.key, required: false, from: [] };
     this.fallback = {
       name: FALLBACK_ROUTE_NAME,

@@ -7,7 +7,7 @@ const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
   if (ms === undefined) {
     ctx.addIssue({
       code: "custom",
-      message: `invalid duration "${value}" (expected e.g. 500ms, 10s, 5m, 24h, 7d)`,
+      message: `invalid duration "${value}" (expected whole milliseconds, e.g. 500ms, 10s, 1.5s, 5m, 24h, 7d)`,
     });
     return z.NEVER;
   }
@@ -83,6 +83,12 @@ const reconcileRule = z.strictObject({
     .default([200])
     .describe("Probe statuses meaning the operation was executed."),
   notFound: z.array(statusCode).min(1).default([404]).describe("Probe statuses meaning it was not."),
+  settle: duration
+    .optional()
+    .describe(
+      "How long after an attempt turned unknown its request may still commit on the backend; a probe's " +
+        "notFound is trusted only after it. By default, upstream.timeout.",
+    ),
 });
 export type ReconcileRule = z.output<typeof reconcileRule>;
 

@@ -8,10 +8,19 @@ function parseUnit(value: string, units: Record<string, number>): number | undef
   return factor === undefined ? undefined : Math.round(Number(m[1]) * factor);
 }
 
-/** "10s" → 10000. A bare number is taken as milliseconds. */
+/**
+ * "10s" → 10000. A bare number is taken as milliseconds. Only whole milliseconds: leases and
+ * expiries are set in whole milliseconds, and a fraction would be rounded away silently.
+ */
 export function parseDuration(value: string | number): number | undefined {
-  if (typeof value === "number") return Number.isFinite(value) && value >= 0 ? value : undefined;
-  return parseUnit(value, DURATION_UNITS);
+  if (typeof value === "number") return Number.isInteger(value) && value >= 0 ? value : undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$/i.exec(value);
+  const factor = m ? DURATION_UNITS[(m[2] as string).toLowerCase()] : undefined;
+  if (!m || factor === undefined) return undefined;
+  const ms = Number(m[1]) * factor;
+  // 1.5s is 1500 ms; 0.5ms is no whole number of milliseconds (allow for binary rounding of decimals).
+  const whole = Math.round(ms);
+  return Math.abs(ms - whole) < 1e-6 ? whole : undefined;
 }
 
 /** "1mb" → 1048576. A bare number is taken as bytes. */

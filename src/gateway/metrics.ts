@@ -5,6 +5,7 @@ import type {
   BeginResult,
   IdempotencyStore,
   Lease,
+  LeaseTimes,
   StoredRecord,
   StoredResponse,
 } from "../store/index.js";
@@ -46,6 +47,11 @@ export class GatewayMetrics {
     help: "Latency of store operations",
     labelNames: ["op"] as const,
     buckets: [0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2],
+    registers: [this.registry],
+  });
+  readonly unknownExpired = new Counter({
+    name: `${PREFIX}unknown_expired_total`,
+    help: "Keys whose outcome was unknown until their TTL ran out, then begun again (a duplicate is possible)",
     registers: [this.registry],
   });
   readonly unprotected = new Counter({
@@ -119,17 +125,17 @@ export class MeasuredStore implements IdempotencyStore {
   begin(key: string, lease: Lease): Promise<BeginResult> {
     return this.timed("begin", () => this.inner.begin(key, lease));
   }
-  extend(key: string, token: string, leaseMs: number): Promise<boolean> {
-    return this.timed("extend", () => this.inner.extend(key, token, leaseMs));
+  extend(key: string, token: string, times: LeaseTimes): Promise<boolean> {
+    return this.timed("extend", () => this.inner.extend(key, token, times));
   }
   complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean> {
     return this.timed("complete", () => this.inner.complete(key, token, response, ttlMs));
   }
-  markUnknown(key: string, token: string): Promise<boolean> {
-    return this.timed("mark_unknown", () => this.inner.markUnknown(key, token));
+  markUnknown(key: string, token: string, times: LeaseTimes): Promise<boolean> {
+    return this.timed("mark_unknown", () => this.inner.markUnknown(key, token, times));
   }
-  release(key: string, token: string): Promise<boolean> {
-    return this.timed("release", () => this.inner.release(key, token));
+  release(key: string, token: string, response?: StoredResponse, holdMs?: number): Promise<boolean> {
+    return this.timed("release", () => this.inner.release(key, token, response, holdMs));
   }
   waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
     return this.inner.waitFor(key, signal);

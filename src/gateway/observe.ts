@@ -1,4 +1,5 @@
 import {
+  AttemptNotStoredError,
   BodyTooLargeError,
   InFlightError,
   InvalidBodyError,
@@ -13,6 +14,8 @@ import { Outcome } from "../idempotency/index.js";
 /** How a protected request ended, as logs, metrics and the attempt log name it. */
 export const RequestOutcome = {
   Executed: "executed",
+  /** Forwarded although an earlier request with the key may have executed (see Outcome.Reexecuted). */
+  Reexecuted: "reexecuted",
   Replayed: "replayed",
   Waited: "waited",
   Reconciled: "reconciled",
@@ -61,6 +64,8 @@ export function outcomeOfResult(outcome: Outcome): RequestOutcome {
       return RequestOutcome.Waited;
     case Outcome.Reconciled:
       return RequestOutcome.Reconciled;
+    case Outcome.Reexecuted:
+      return RequestOutcome.Reexecuted;
     default:
       return RequestOutcome.Executed;
   }
@@ -68,7 +73,7 @@ export function outcomeOfResult(outcome: Outcome): RequestOutcome {
 
 export function outcomeOfError(err: unknown): RequestOutcome {
   if (err instanceof KeyReusedError) return RequestOutcome.Mismatch;
-  if (err instanceof InFlightError) return RequestOutcome.Conflict;
+  if (err instanceof InFlightError || err instanceof AttemptNotStoredError) return RequestOutcome.Conflict;
   if (err instanceof OutcomeUnknownError || err instanceof UpstreamOutcomeUnknownError)
     return RequestOutcome.Unknown;
   if (

@@ -63,8 +63,17 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   });
   const measured = new MeasuredStore(store, metrics);
   const engine = new IdempotencyEngine(measured, {
-    leaseLost: (key) => logger.warn({ key }, "attempt lost its lease; another attempt owns the key"),
-    storeWriteFailed: (key, err) => logger.error({ key, err }, "store write after forwarding failed"),
+    events: {
+      leaseLost: (key) => logger.warn({ key }, "attempt lost its lease; another attempt owns the key"),
+      storeWriteFailed: (key, err) => logger.error({ key, err }, "store write after forwarding failed"),
+      unknownExpired: (key) => {
+        metrics.unknownExpired.inc();
+        logger.warn(
+          { key },
+          "a key whose outcome was unknown reached the end of its TTL and is executed again; a duplicate is possible",
+        );
+      },
+    },
   });
   engineRef.engine = engine;
   let unprotected = 0;

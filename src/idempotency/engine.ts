@@ -1,5 +1,8 @@
+import { randomUUID } from "node:crypto";
+import { monotonicNow } from "../clock.js";
 import type { RouteSettings } from "../config/index.js";
 import {
+  AttemptNotStoredError,
   InFlightError,
   KeyReusedError,
   OutcomeUnknownError,
@@ -8,7 +11,9 @@ import {
   UpstreamUnreachableError,
 } from "../errors.js";
 import {
+  type BeginResult,
   type IdempotencyStore,
+  type LeaseTimes,
   RecordState,
   type StoredRecord,
   type StoredResponse,
@@ -18,6 +23,11 @@ import {
 export const Outcome = {
   /** This request was forwarded and its response stored. */
   Executed: "executed",
+  /**
+   * Forwarded although an earlier request with this key may have executed: its outcome was unknown
+   * and onUnknown said retry, or reconcile's probe found nothing, or the unknown record had expired.
+   */
+  Reexecuted: "reexecuted",
   /** Forwarded, but the status is not in `cache`: the key was released. */
   NotStored: "not_stored",
   /** A stored response was replayed at once. */
@@ -47,24 +57,44 @@ export interface EngineEvents {
   leaseLost?(key: string): void;
   /** A write after forwarding failed; the caller still gets the upstream's answer. */
   storeWriteFailed?(key: string, err: unknown): void;
+  /** A key whose outcome was unknown reached the end of its TTL and was begun again. */
+  unknownExpired?(key: string): void;
+}
+
+export interface EngineOptions {
+  events?: EngineEvents;
+  /** The engine's clock for deadlines: monotonic by default. */
+  now?: () => number;
 }
 
 /** Seconds a rejected duplicate is told to wait before retrying an in-flight key. */
 const IN_FLIGHT_RETRY_AFTER_S = 1;
 
+/** How often, and for how long, the engine tries to undo a begin whose reply was lost. */
+const UNDO_RETRY_MS = 500;
+const UNDO_TRIES = 40;
+
 /**
  * The request flow of one protected request, given its key and fingerprint: replay, wait, reject or
  * forward under the lease, then store or release. Knows nothing of HTTP frameworks or stores' insides.
+ *
+ * A request begins at most once. Whatever it finds there decides its answer; in particular a request
+ * that waited on a concurrent duplicate never becomes an attempt of its own, whatever that duplicate
+ * ended with: copies of one operation never each execute it.
  */
 export class IdempotencyEngine {
   private readonly active = new Set<Promise<unknown>>();
+  private readonly events: EngineEvents;
+  private readonly now: () => number;
+  private waiting = 0;
 
   constructor(
     private readonly store: IdempotencyStore,
-    private readonly events: EngineEvents = {},
-  ) {}
-
-  private waiting = 0;
+    options: EngineOptions = {},
+  ) {
+    this.events = options.events ?? {};
+    this.now = options.now ?? monotonicNow;
+  }
 
   /** Attempts currently forwarding. */
   get activeAttempts(): number {
@@ -83,42 +113,39 @@ export class IdempotencyEngine {
     forward: Forward,
     probe?: Probe,
   ): Promise<EngineResult> {
-    let record = await this.store.get(key);
-    let waited = false;
-    let deadline: number | undefined;
-    const takeOverUnknown = settings.onUnknown !== "reject";
-    for (;;) {
-      if (record?.fingerprint !== undefined && record.fingerprint !== fingerprint) throw new KeyReusedError();
-      if (record === undefined || (record.state === RecordState.Unknown && takeOverUnknown)) {
-        const begun = await this.store.begin(key, {
-          fingerprint,
-          leaseMs: settings.lockTtlMs,
-          ttlMs: settings.ttlMs,
-          takeOverUnknown,
-        });
-        if (begun.acquired) {
-          // Decided by what begin found, not by the earlier read: the key may have turned unknown since.
-          const reconcile = begun.tookOver && settings.onUnknown === "reconcile" ? probe : undefined;
-          return this.track(this.attempt(settings, key, begun.token, forward, reconcile));
-        }
-        record = begun.record;
-        continue;
-      }
-      switch (record.state) {
-        case RecordState.Completed:
-          return {
-            response: record.response,
-            replayed: record.response.reconciled ? "reconciled" : true,
-            outcome: waited ? Outcome.Waited : Outcome.Replayed,
-          };
-        case RecordState.Unknown:
-          throw new OutcomeUnknownError();
-        case RecordState.InFlight:
-          if (settings.concurrent === "reject") throw new InFlightError(IN_FLIGHT_RETRY_AFTER_S);
-          deadline ??= Date.now() + settings.waitTimeoutMs;
-          record = await this.waitSettled(key, deadline);
-          waited = true;
-      }
+    const token = randomUUID();
+    let begun: BeginResult;
+    try {
+      begun = await this.store.begin(key, {
+        token,
+        fingerprint,
+        ...times(settings, true),
+        takeOverUnknown: settings.onUnknown !== "reject",
+      });
+    } catch (err) {
+      await this.undoBegin(key, token);
+      throw err;
+    }
+    if (begun.acquired) {
+      if (begun.took === "expired") this.events.unknownExpired?.(key);
+      const reconcile = begun.took === "unknown" && settings.onUnknown === "reconcile" ? probe : undefined;
+      return this.track(this.attempt(settings, key, token, begun, forward, reconcile));
+    }
+    const { record } = begun;
+    if (record.fingerprint !== fingerprint) throw new KeyReusedError();
+    switch (record.state) {
+      case RecordState.Completed:
+        return {
+          response: record.response,
+          replayed: record.response.reconciled ? "reconciled" : true,
+          outcome: Outcome.Replayed,
+        };
+      case RecordState.Unknown:
+        throw new OutcomeUnknownError();
+      case RecordState.InFlight:
+      case RecordState.Released:
+        if (settings.concurrent === "reject") throw new InFlightError(IN_FLIGHT_RETRY_AFTER_S);
+        return answerAfterWait(await this.waitSettled(key, this.now() + settings.waitTimeoutMs), fingerprint);
     }
   }
 
@@ -148,7 +175,7 @@ export class IdempotencyEngine {
 
   private async waitSettled(key: string, deadline: number): Promise<StoredRecord | undefined> {
     const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), Math.max(0, deadline - Date.now()));
+    const timer = setTimeout(() => controller.abort(), Math.max(0, deadline - this.now()));
     this.waiting++;
     try {
       return await this.store.waitFor(key, controller.signal);
@@ -162,6 +189,29 @@ export class IdempotencyEngine {
   }
 
   /**
+   * A begin whose reply did not arrive may still have run: then the key is marked in flight under
+   * this token although nothing was sent, and would read `unknown` once the lease runs out. A fenced
+   * release undoes exactly that (and nothing if the begin never ran). Tried once before the caller
+   * is answered, then in the background while the store stays unreachable.
+   */
+  private async undoBegin(key: string, token: string): Promise<void> {
+    const undo = () =>
+      this.store.release(key, token).then(
+        () => true,
+        () => false,
+      );
+    if (await undo()) return;
+    let tries = 1;
+    const again = () => {
+      const timer = setTimeout(async () => {
+        if (!(await undo()) && ++tries < UNDO_TRIES) again();
+      }, UNDO_RETRY_MS);
+      timer.unref();
+    };
+    again();
+  }
+
+  /**
    * One attempt that owns the lease. The lease is extended while the upstream call runs, so a slow
    * backend does not let a duplicate in; it is not tied to the caller's connection, so a caller that
    * gives up still leaves the response stored for its retry.
@@ -170,12 +220,15 @@ export class IdempotencyEngine {
     settings: RouteSettings,
     key: string,
     token: string,
+    begun: BeginResult & { acquired: true },
     forward: Forward,
     reconcile?: Probe,
   ): Promise<EngineResult> {
+    // A take-over has sent nothing yet; anything else was begun with its settle time running.
+    let sent = begun.took !== "unknown";
     const every = Math.max(1, Math.floor(settings.lockTtlMs / 3));
     const keepAlive = setInterval(() => {
-      this.store.extend(key, token, settings.lockTtlMs).then(
+      this.store.extend(key, token, times(settings, sent)).then(
         (ok) => {
           if (!ok) this.events.leaseLost?.(key);
         },
@@ -183,54 +236,69 @@ export class IdempotencyEngine {
       );
     }, every);
     keepAlive.unref();
-    if (reconcile) {
-      const found = await this.reconcile(settings, key, token, reconcile).catch((err: unknown) => {
-        clearInterval(keepAlive);
-        throw err;
-      });
-      if (found) {
-        clearInterval(keepAlive);
-        return found;
-      }
-    }
-    let response: StoredResponse;
     try {
-      response = await forward();
-    } catch (err) {
-      clearInterval(keepAlive);
-      if (err instanceof UpstreamUnreachableError) {
-        // Nothing reached the upstream: free the key so that a retry is a fresh attempt.
-        await this.settle(key, () => this.store.release(key, token));
-        throw err;
+      if (!sent) {
+        if (reconcile) {
+          const found = await this.reconcile(settings, key, token, begun.settlesInMs, reconcile);
+          if (found) return found;
+        }
+        // About to send under a key whose earlier request may have executed: start this attempt's
+        // own settle time first, which also proves the lease is still this attempt's.
+        sent = true;
+        if (!(await this.store.extend(key, token, times(settings, true)))) {
+          this.events.leaseLost?.(key);
+          throw new OutcomeUnknownError(
+            "the outcome of an earlier attempt is unknown and this attempt lost its lease before sending",
+          );
+        }
       }
-      // Caddy's rule: once a connection was made, assume the upstream received the request.
-      await this.settle(key, () => this.store.markUnknown(key, token));
-      const failed =
-        err instanceof UpstreamFailedError
-          ? err
-          : new UpstreamFailedError(false, String(err), { cause: err });
-      throw new UpstreamOutcomeUnknownError(failed);
+      let response: StoredResponse;
+      try {
+        response = await forward();
+      } catch (err) {
+        if (err instanceof UpstreamUnreachableError) {
+          // Nothing reached the upstream: free the key (or give a taken-over one back to unknown).
+          await this.settle(key, () => this.store.release(key, token));
+          throw err;
+        }
+        // Caddy's rule: once a connection was made, assume the upstream received the request.
+        await this.settle(key, () => this.store.markUnknown(key, token, times(settings, true)));
+        const failed =
+          err instanceof UpstreamFailedError
+            ? err
+            : new UpstreamFailedError(false, String(err), { cause: err });
+        throw new UpstreamOutcomeUnknownError(failed);
+      }
+      if (settings.cache(response.status)) {
+        await this.settle(key, () => this.store.complete(key, token, response, settings.ttlMs));
+        return {
+          response,
+          replayed: false,
+          outcome: begun.took === "fresh" ? Outcome.Executed : Outcome.Reexecuted,
+        };
+      }
+      // Not stored, but the duplicates that waited on this attempt get its answer.
+      await this.settle(key, () => this.store.release(key, token, response, settings.waitTimeoutMs));
+      return { response, replayed: false, outcome: Outcome.NotStored };
+    } finally {
+      clearInterval(keepAlive);
     }
-    clearInterval(keepAlive);
-    if (settings.cache(response.status)) {
-      await this.settle(key, () => this.store.complete(key, token, response, settings.ttlMs));
-      return { response, replayed: false, outcome: Outcome.Executed };
-    }
-    await this.settle(key, () => this.store.release(key, token));
-    return { response, replayed: false, outcome: Outcome.NotStored };
   }
 
   /**
-   * Asks the backend whether the operation of unknown outcome was executed, holding the lease:
-   * found, its answer is stored and replayed; not found, undefined (the caller forwards the
-   * original); anything else leaves the key unknown.
+   * Asks the backend whether the operation of unknown outcome was executed, holding the lease.
+   * Found: its answer is stored and replayed. Not found: trusted only once the earlier request can no
+   * longer commit (its settle time has passed), and then undefined (the caller forwards the original);
+   * before that, and on any other answer, the key stays unknown.
    */
   private async reconcile(
     settings: RouteSettings,
     key: string,
     token: string,
+    settlesInMs: number,
     probe: Probe,
   ): Promise<EngineResult | undefined> {
+    const settledAt = this.now() + settlesInMs;
     const rule = settings.reconcile;
     let answer: StoredResponse | undefined;
     let failure = "";
@@ -244,8 +312,18 @@ export class IdempotencyEngine {
       await this.settle(key, () => this.store.complete(key, token, response, settings.ttlMs));
       return { response, replayed: "reconciled", outcome: Outcome.Reconciled };
     }
-    if (answer && rule?.notFound.includes(answer.status)) return undefined;
-    await this.settle(key, () => this.store.markUnknown(key, token));
+    const notFound = answer !== undefined && rule?.notFound.includes(answer.status) === true;
+    const unsettledMs = settledAt - this.now();
+    if (notFound && unsettledMs <= 0) return undefined;
+    // Nothing was sent: the release gives the key back to unknown, settle time untouched.
+    await this.settle(key, () => this.store.release(key, token));
+    if (notFound) {
+      throw new OutcomeUnknownError(
+        "the outcome of an earlier attempt is unknown and the backend does not show it yet, but it may still commit it; retry after the time given",
+        undefined,
+        Math.max(1, Math.ceil(unsettledMs / 1000)),
+      );
+    }
     throw new OutcomeUnknownError(
       `the outcome of an earlier attempt is unknown and the reconciliation probe ${
         answer ? `answered ${answer.status}` : `failed (${failure})`
@@ -261,4 +339,26 @@ export class IdempotencyEngine {
       this.events.storeWriteFailed?.(key, err);
     }
   }
+}
+
+/** The lease times of a route; `sent` says whether the attempt has sent its request. */
+function times(settings: RouteSettings, sent: boolean): LeaseTimes {
+  return { leaseMs: settings.lockTtlMs, ttlMs: settings.ttlMs, settleMs: sent ? settings.settleMs : 0 };
+}
+
+/** What a request that waited on a concurrent duplicate gets: that duplicate's answer, or a 409. */
+function answerAfterWait(record: StoredRecord | undefined, fingerprint: string): EngineResult {
+  if (record && record.fingerprint !== fingerprint) throw new KeyReusedError();
+  if (record?.state === RecordState.Completed) {
+    return {
+      response: record.response,
+      replayed: record.response.reconciled ? "reconciled" : true,
+      outcome: Outcome.Waited,
+    };
+  }
+  if (record?.state === RecordState.Released && record.response) {
+    return { response: record.response, replayed: true, outcome: Outcome.Waited };
+  }
+  if (record?.state === RecordState.Unknown) throw new OutcomeUnknownError();
+  throw new AttemptNotStoredError();
 }

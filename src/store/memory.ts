@@ -1,10 +1,11 @@
-import { randomUUID } from "node:crypto";
+import { monotonicNow } from "../clock.js";
 import {
   type AttemptEntry,
   type AttemptFilter,
   type BeginResult,
   type IdempotencyStore,
   type Lease,
+  type LeaseTimes,
   RecordState,
   type StoredRecord,
   type StoredResponse,
@@ -14,11 +15,20 @@ interface Entry {
   attempts?: number;
   state: RecordState;
   fingerprint: string;
+  /** Wall-clock ms, for display. */
   createdAt: number;
-  expiresAt: number;
   token: string;
+  /** The rest are on the store's monotonic clock. */
   leaseUntil: number;
-  response?: StoredResponse;
+  /** Logical expiry: past it, the record no longer counts. */
+  expires: number;
+  /** Physical removal; later than `expires` for records whose expiry must be reported (unknown). */
+  dropAt: number;
+  /** Until when a request sent under this key may still commit on the backend. */
+  settleUntil: number;
+  /** How the attempt got the key: one that took it over from `unknown` gives it back so. */
+  took: "fresh" | "unknown" | "expired";
+  response?: StoredResponse | undefined;
 }
 
 interface WaitGroup {
@@ -27,6 +37,7 @@ interface WaitGroup {
 }
 
 export interface MemoryStoreOptions {
+  /** The store's clock; by default monotonic. */
   now?: () => number;
   /** How often expired records are swept out; reads skip them in any case. */
   sweepIntervalMs?: number;
@@ -34,9 +45,16 @@ export interface MemoryStoreOptions {
   attemptCapacity?: number;
 }
 
+/** What a key holds right now, expiry decided: `expired` is an unknown record whose TTL has run out. */
+type Classified =
+  | { kind: "free"; entry: Entry | undefined }
+  | { kind: "expired"; entry: Entry }
+  | { kind: "record"; entry: Entry; record: StoredRecord };
+
 /**
- * The embedded store: one process, records in a Map, leases as timestamps. Waiting duplicates are
- * woken by the write that ends the attempt, or by a timer at the lease's end, never by polling.
+ * The embedded store: one process, records in a Map, leases as timestamps on a monotonic clock.
+ * Waiting duplicates are woken by the write that ends the attempt, or by a timer at the lease's end,
+ * never by polling.
  */
 export class MemoryStore implements IdempotencyStore {
   readonly kind = "memory";
@@ -49,7 +67,7 @@ export class MemoryStore implements IdempotencyStore {
   private readonly ringCapacity: number;
 
   constructor(options: MemoryStoreOptions = {}) {
-    this.now = options.now ?? Date.now;
+    this.now = options.now ?? monotonicNow;
     this.ringCapacity = options.attemptCapacity ?? 10_000;
     this.sweeper = setInterval(() => this.sweep(), options.sweepIntervalMs ?? 30_000);
     this.sweeper.unref();
@@ -60,35 +78,58 @@ export class MemoryStore implements IdempotencyStore {
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {
-    const entry = this.read(key);
-    return entry && this.view(entry);
+    const c = this.classify(key);
+    return c.kind === "record" ? c.record : undefined;
   }
 
   async begin(key: string, lease: Lease): Promise<BeginResult> {
-    const entry = this.read(key);
-    if (entry) {
-      const record = this.view(entry);
-      if (!(record.state === RecordState.Unknown && lease.takeOverUnknown))
+    const c = this.classify(key);
+    let took: "fresh" | "unknown" | "expired" = c.kind === "expired" ? "expired" : "fresh";
+    let settlesInMs = 0;
+    if (c.kind === "record" && c.record.state !== RecordState.Released) {
+      const { record } = c;
+      if (
+        record.state !== RecordState.Unknown ||
+        !lease.takeOverUnknown ||
+        record.fingerprint !== lease.fingerprint
+      ) {
         return { acquired: false, record };
+      }
+      took = "unknown";
+      settlesInMs = record.settlesInMs;
     }
-    const tookOver = entry !== undefined;
     const now = this.now();
-    const token = randomUUID();
+    const previous = c.entry;
     this.entries.set(key, {
       state: RecordState.InFlight,
       fingerprint: lease.fingerprint,
-      createdAt: now,
-      expiresAt: now + lease.ttlMs,
-      token,
+      createdAt: Date.now(),
+      token: lease.token,
+      took,
       leaseUntil: now + lease.leaseMs,
+      ...this.lifetime(now, lease.leaseMs + lease.ttlMs, lease.ttlMs),
+      // A take-over has not sent anything yet: the earlier request's settle time stands as it was.
+      settleUntil:
+        took === "unknown"
+          ? (previous?.settleUntil ?? now)
+          : lease.settleMs > 0
+            ? now + lease.leaseMs + lease.settleMs
+            : now,
+      ...(previous?.attempts ? { attempts: previous.attempts } : {}),
     });
-    return { acquired: true, token, tookOver };
+    return { acquired: true, took, settlesInMs };
   }
 
-  async extend(key: string, token: string, leaseMs: number): Promise<boolean> {
+  async extend(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const entry = this.owned(key, token);
-    if (!entry) return false;
-    entry.leaseUntil = this.now() + leaseMs;
+    const now = this.now();
+    // A lease that has run out is not revived: the key already reads unknown to everyone else.
+    if (!entry || entry.leaseUntil <= now) return false;
+    entry.leaseUntil = now + times.leaseMs;
+    Object.assign(entry, this.lifetime(now, times.leaseMs + times.ttlMs, times.ttlMs));
+    if (times.settleMs > 0) {
+      entry.settleUntil = Math.max(entry.settleUntil, now + times.leaseMs + times.settleMs);
+    }
     return true;
   }
 
@@ -97,22 +138,40 @@ export class MemoryStore implements IdempotencyStore {
     if (!entry) return false;
     entry.state = RecordState.Completed;
     entry.response = response;
-    entry.expiresAt = this.now() + ttlMs;
+    Object.assign(entry, this.lifetime(this.now(), ttlMs, 0));
     this.notify(key);
     return true;
   }
 
-  async markUnknown(key: string, token: string): Promise<boolean> {
+  async markUnknown(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const entry = this.owned(key, token);
     if (!entry) return false;
+    const now = this.now();
     entry.state = RecordState.Unknown;
+    Object.assign(entry, this.lifetime(now, times.ttlMs, times.ttlMs));
+    // Now it is known when the attempt stopped waiting: that, not the lease's end, starts the settle time.
+    if (times.settleMs > 0) entry.settleUntil = now + times.settleMs;
     this.notify(key);
     return true;
   }
 
-  async release(key: string, token: string): Promise<boolean> {
-    if (!this.owned(key, token)) return false;
-    this.entries.delete(key);
+  async release(key: string, token: string, response?: StoredResponse, holdMs = 0): Promise<boolean> {
+    const entry = this.owned(key, token);
+    if (!entry) return false;
+    if (!(response && holdMs > 0) && entry.took === "unknown") {
+      // Nothing was sent: the earlier request's outcome is as unknown as before.
+      entry.state = RecordState.Unknown;
+      entry.token = "";
+      this.notify(key);
+      return true;
+    }
+    if (response && holdMs > 0) {
+      entry.state = RecordState.Released;
+      entry.response = response;
+      Object.assign(entry, this.lifetime(this.now(), holdMs, 0));
+    } else {
+      this.entries.delete(key);
+    }
     this.notify(key);
     return true;
   }
@@ -126,8 +185,8 @@ export class MemoryStore implements IdempotencyStore {
       if (this.ring.length < this.ringCapacity) this.ring.push(entry);
       else this.ring[this.ringNext] = entry;
       this.ringNext = (this.ringNext + 1) % this.ringCapacity;
-      const record = entry.storeKey === undefined ? undefined : this.read(entry.storeKey);
-      if (record) record.attempts = (record.attempts ?? 0) + 1;
+      const c = entry.storeKey === undefined ? undefined : this.classify(entry.storeKey);
+      if (c && c.kind !== "free") c.entry.attempts = (c.entry.attempts ?? 0) + 1;
     }
   }
 
@@ -144,12 +203,13 @@ export class MemoryStore implements IdempotencyStore {
   }
 
   async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
-    const entry = this.read(key);
-    if (!entry || this.view(entry).state !== RecordState.Unknown) return false;
+    const c = this.classify(key);
+    if (c.kind !== "record" || c.record.state !== RecordState.Unknown) return false;
+    const { entry } = c;
     if (response) {
       entry.state = RecordState.Completed;
       entry.response = response;
-      entry.expiresAt = this.now() + ttlMs;
+      Object.assign(entry, this.lifetime(this.now(), ttlMs, 0));
       entry.token = "";
     } else {
       this.entries.delete(key);
@@ -196,8 +256,8 @@ export class MemoryStore implements IdempotencyStore {
 
   /** Whether the key is no longer in flight, and its record then. */
   private settledRecord(key: string): { done: boolean; record: StoredRecord | undefined } {
-    const entry = this.read(key);
-    const record = entry && this.view(entry);
+    const c = this.classify(key);
+    const record = c.kind === "record" ? c.record : undefined;
     return { done: record?.state !== RecordState.InFlight, record };
   }
 
@@ -220,34 +280,60 @@ export class MemoryStore implements IdempotencyStore {
 
   /** The entry if the attempt with this token still owns it; its lease may have run out unnoticed. */
   private owned(key: string, token: string): Entry | undefined {
-    const entry = this.read(key);
+    const c = this.classify(key);
+    const entry = c.kind === "free" ? undefined : c.entry;
     return entry?.state === RecordState.InFlight && entry.token === token ? entry : undefined;
   }
 
-  private read(key: string): Entry | undefined {
-    const entry = this.entries.get(key);
-    if (entry && entry.expiresAt <= this.now()) {
-      this.entries.delete(key);
-      return undefined;
-    }
-    return entry;
+  /** `expires` and `dropAt` for a record that counts for `liveMs` and is kept `graceMs` past that. */
+  private lifetime(now: number, liveMs: number, graceMs: number): { expires: number; dropAt: number } {
+    return { expires: now + liveMs, dropAt: now + liveMs + graceMs };
   }
 
-  /** An in-flight record whose lease ran out belongs to an attempt that died: its outcome is unknown. */
-  private view(entry: Entry): StoredRecord {
-    const base = {
+  /**
+   * The one place expiry is decided. An in-flight record whose lease ran out belongs to an attempt
+   * that died: its outcome is unknown. An unknown record past its TTL is `expired`: free, but a begin
+   * says so, so that forgetting an unknown outcome is never silent.
+   */
+  private classify(key: string): Classified {
+    const entry = this.entries.get(key);
+    const now = this.now();
+    if (!entry) return { kind: "free", entry };
+    if (entry.dropAt <= now) {
+      this.entries.delete(key);
+      return { kind: "free", entry: undefined };
+    }
+    const unknown =
+      entry.state === RecordState.Unknown ||
+      (entry.state === RecordState.InFlight && entry.leaseUntil <= now);
+    if (entry.expires <= now) return unknown ? { kind: "expired", entry } : { kind: "free", entry };
+    if (entry.state === RecordState.Released) {
+      // Waiters read it; to a new request it is free.
+      return {
+        kind: "record",
+        entry,
+        record: { ...this.base(entry, now), state: RecordState.Released, response: entry.response },
+      };
+    }
+    return { kind: "record", entry, record: this.view(entry, now, unknown) };
+  }
+
+  private base(entry: Entry, now: number) {
+    return {
       fingerprint: entry.fingerprint,
       createdAt: entry.createdAt,
-      expiresAt: entry.expiresAt,
+      expiresAt: Date.now() + (entry.expires - now),
       ...(entry.attempts ? { attempts: entry.attempts } : {}),
     };
+  }
+
+  private view(entry: Entry, now: number, unknown: boolean): StoredRecord {
+    const base = this.base(entry, now);
     if (entry.state === RecordState.Completed && entry.response) {
       return { ...base, state: RecordState.Completed, response: entry.response };
     }
-    if (entry.state === RecordState.InFlight && entry.leaseUntil > this.now()) {
-      return { ...base, state: RecordState.InFlight };
-    }
-    return { ...base, state: RecordState.Unknown };
+    if (!unknown) return { ...base, state: RecordState.InFlight };
+    return { ...base, state: RecordState.Unknown, settlesInMs: Math.max(0, entry.settleUntil - now) };
   }
 
   /** Called on every write to a key and when its lease may have run out. */
@@ -266,6 +352,6 @@ export class MemoryStore implements IdempotencyStore {
 
   private sweep(): void {
     const now = this.now();
-    for (const [key, entry] of this.entries) if (entry.expiresAt <= now) this.entries.delete(key);
+    for (const [key, entry] of this.entries) if (entry.dropAt <= now) this.entries.delete(key);
   }
 }

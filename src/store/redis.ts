@@ -1,5 +1,4 @@
 import { Redis } from "ioredis";
-import Redlock, { ExecutionError, type Lock, ResourceLockedError } from "redlock";
 import { StoreUnavailableError } from "../errors.js";
 import {
   type AttemptEntry,
@@ -7,6 +6,7 @@ import {
   type BeginResult,
   type IdempotencyStore,
   type Lease,
+  type LeaseTimes,
   RecordState,
   type StoredRecord,
   type StoredResponse,
@@ -21,82 +21,173 @@ export interface RedisStoreOptions {
   attemptCapacity?: number;
   /** Longest time one store command may take before the store counts as unavailable. */
   commandTimeoutMs?: number;
-  now?: () => number;
 }
 
 const FIELDS = "'state', 'fp', 'created', 'expires', 'status', 'headers', 'body', 'recon', 'attempts'";
 
 /**
- * Fencing, at the head of every script that ends an attempt: only the attempt whose token
- * (ARGV[1]) the in-flight record carries may write; any other gets 0 and changes nothing.
+ * Shared by every script. KEYS[1] is the record (a hash), KEYS[2] the lease (a string holding the
+ * owning attempt's token, expiring with the lease), KEYS[3] the settle marker (present while a request
+ * sent under this key may still commit on the backend). One hash tag puts all three in one slot.
+ * Times come from the server's TIME: one clock for every gateway, and no gateway's clock step can
+ * expire or revive a lease.
  */
-const OWNED_BY_ARGV1 = `local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
-    if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end`;
-
-/**
- * One Lua script per atomic step (ioredis defineCommand sends EVALSHA). KEYS[1] is the record
- * (a hash), KEYS[2] the redlock lock key whose value is the owning attempt's token. A record that
- * says in_flight while no lock exists belongs to an attempt whose lease ran out: it reads as unknown.
- */
-const SCRIPTS = {
-  // The record and whether a lease is held, in one round trip: all a replay costs.
-  idemGet: `
-    local r = redis.call('HMGET', KEYS[1], ${FIELDS})
-    r[10] = redis.call('EXISTS', KEYS[2])
-    return r`,
-  // Runs while this attempt holds the lock (ARGV[1] = its value). Marks the key in flight unless a
-  // record is there that may not be taken over; then gives the lock back and returns the record.
-  idemBegin: `
-    local state = redis.call('HGET', KEYS[1], 'state')
-    local takeOver = ARGV[5] == '1' and (state == 'unknown' or state == 'in_flight')
-    if state and not takeOver then
-      if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+const PRELUDE = `
+    local function now()
+      local t = redis.call('TIME')
+      return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    -- What the key holds at time t: 'free', 'expired' (unknown past its TTL: free, but reported),
+    -- 'released', 'unknown' (marked so, or in flight with no lease left), 'in_flight' or 'completed'.
+    local function classify(t)
+      local f = redis.call('HMGET', KEYS[1], 'state', 'expires')
+      local state = f[1]
+      if not state then return 'free' end
+      local unknown = state == 'unknown' or (state == 'in_flight' and redis.call('EXISTS', KEYS[2]) == 0)
+      if (tonumber(f[2]) or 0) <= t then
+        if unknown then return 'expired' end
+        return 'free'
+      end
+      if unknown then return 'unknown' end
+      return state
+    end
+    local function record(view, t)
       local r = redis.call('HMGET', KEYS[1], ${FIELDS})
-      r[10] = 0
+      r[10] = view
+      r[11] = math.max(0, redis.call('PTTL', KEYS[3]))
+      r[12] = t
       return r
     end
+    -- Fencing, at the head of every script that ends an attempt: only the attempt whose token
+    -- (ARGV[1]) the in-flight record carries may write. One that is fenced out gives back a lease it
+    -- still holds (the record vanished under it) and wakes waiters, so that nothing is left hanging.
+    local function owned()
+      local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
+      if cur[1] == ARGV[1] and cur[2] == 'in_flight' then return true end
+      if redis.call('GET', KEYS[2]) == ARGV[1] then
+        redis.call('DEL', KEYS[2])
+        redis.call('PUBLISH', ARGV[2], 'fenced')
+      end
+      return false
+    end
+    local function dropLease()
+      if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+    end
+    -- An extension only ever lengthens the settle marker: no attempt may shorten another's settle time.
+    local function settleFor(ms)
+      if ms > 0 and redis.call('PTTL', KEYS[3]) < ms then redis.call('SET', KEYS[3], '1', 'PX', ms) end
+    end`;
+
+/**
+ * One Lua script per atomic step (ioredis defineCommand sends EVALSHA). Records that must be reported
+ * when they expire (in flight, unknown) are kept a TTL longer than they count ('expires' is the
+ * logical end, PEXPIRE the physical one); completed and released ones go when they end.
+ */
+const SCRIPTS = {
+  idemGet: `${PRELUDE}
+    local t = now()
+    local view = classify(t)
+    if view == 'free' or view == 'expired' then return {view} end
+    return record(view, t)`,
+  // The lease and the in-flight mark in one step, and all a replay costs. ARGV: token, fingerprint,
+  // leaseMs, ttlMs, settleMs, takeOverUnknown. Returns {took, settlesInMs}, or the record that is there.
+  idemBegin: `${PRELUDE}
+    local t = now()
+    local view = classify(t)
+    local took, settles = 'fresh', 0
+    if view == 'expired' then
+      took = 'expired'
+    elseif view == 'unknown' and ARGV[6] == '1' and redis.call('HGET', KEYS[1], 'fp') == ARGV[2] then
+      took, settles = 'unknown', math.max(0, redis.call('PTTL', KEYS[3]))
+    elseif view ~= 'free' and view ~= 'released' then
+      return record(view, t)
+    end
+    local lease, ttl, settle = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+    local attempts = redis.call('HGET', KEYS[1], 'attempts')
     redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fp', ARGV[2],
-      'created', ARGV[3], 'expires', tonumber(ARGV[3]) + tonumber(ARGV[4]))
-    redis.call('PEXPIRE', KEYS[1], ARGV[4])
-    if state then return 2 end
+    redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fp', ARGV[2], 'created', t,
+      'expires', t + lease + ttl, 'took', took)
+    if attempts then redis.call('HSET', KEYS[1], 'attempts', attempts) end
+    redis.call('PEXPIRE', KEYS[1], lease + 2 * ttl)
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', lease)
+    -- A take-over has sent nothing yet: the earlier request's settle time stands as it was.
+    if took ~= 'unknown' then
+      redis.call('DEL', KEYS[3])
+      if settle > 0 then redis.call('SET', KEYS[3], '1', 'PX', lease + settle) end
+    end
+    return {took, settles}`,
+  // ARGV: token, (unused), leaseMs, ttlMs, settleMs. A lease that ran out is not revived.
+  idemExtend: `${PRELUDE}
+    if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+    local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
+    if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end
+    local t = now()
+    local lease, ttl, settle = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+    redis.call('PEXPIRE', KEYS[2], lease)
+    redis.call('HSET', KEYS[1], 'expires', t + lease + ttl)
+    redis.call('PEXPIRE', KEYS[1], lease + 2 * ttl)
+    if settle > 0 then settleFor(lease + settle) end
     return 1`,
-  // The writes that end an attempt: each only if the record is still this attempt's (fencing), each
-  // also frees the lock (like redlock's release: only if it holds this value) and wakes waiters.
-  idemComplete: `
-    ${OWNED_BY_ARGV1}
-    redis.call('HSET', KEYS[1], 'state', 'completed', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4],
-      'expires', tonumber(ARGV[6]) + tonumber(ARGV[5]), 'recon', ARGV[8])
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
-    if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-    redis.call('PUBLISH', ARGV[7], 'completed')
+  // ARGV: token, channel, status, headers, body, ttlMs, reconciled.
+  idemComplete: `${PRELUDE}
+    if not owned() then return 0 end
+    local ttl = tonumber(ARGV[6])
+    redis.call('HSET', KEYS[1], 'state', 'completed', 'status', ARGV[3], 'headers', ARGV[4], 'body', ARGV[5],
+      'expires', now() + ttl, 'recon', ARGV[7])
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    dropLease()
+    redis.call('DEL', KEYS[3])
+    redis.call('PUBLISH', ARGV[2], 'completed')
     return 1`,
-  idemUnknown: `
-    ${OWNED_BY_ARGV1}
-    redis.call('HSET', KEYS[1], 'state', 'unknown')
-    if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+  // ARGV: token, channel, ttlMs, settleMs (0: nothing was sent).
+  idemUnknown: `${PRELUDE}
+    if not owned() then return 0 end
+    local ttl = tonumber(ARGV[3])
+    redis.call('HSET', KEYS[1], 'state', 'unknown', 'expires', now() + ttl)
+    redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+    dropLease()
+    -- Now it is known when the attempt stopped waiting: that, not the lease's end, starts the settle time.
+    -- (A later mark always ends later than any earlier one, so this never shortens another's.)
+    local settle = tonumber(ARGV[4])
+    if settle > 0 then redis.call('SET', KEYS[3], '1', 'PX', settle) end
     redis.call('PUBLISH', ARGV[2], 'unknown')
     return 1`,
-  idemRelease: `
-    ${OWNED_BY_ARGV1}
-    redis.call('DEL', KEYS[1])
-    if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-    redis.call('PUBLISH', ARGV[2], 'released')
-    return 1`,
-  // Operator resolution of an unknown key (in_flight with no lease is unknown too): ARGV[1] = 'store'
-  // writes the given response as completed, anything else frees the key.
-  idemResolve: `
-    local state = redis.call('HGET', KEYS[1], 'state')
-    local unknown = state == 'unknown' or (state == 'in_flight' and redis.call('EXISTS', KEYS[2]) == 0)
-    if not unknown then return 0 end
-    if ARGV[1] == 'store' then
-      redis.call('HSET', KEYS[1], 'state', 'completed', 'token', '', 'status', ARGV[2], 'headers', ARGV[3],
-        'body', ARGV[4], 'expires', tonumber(ARGV[6]) + tonumber(ARGV[5]), 'recon', '0')
-      redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  // ARGV: token, channel, 'hold' | 'drop', status, headers, body, holdMs. Without an answer to hold,
+  // nothing was sent: a key taken over from 'unknown' goes back to it (the earlier request's outcome
+  // is as unknown as before, settle time and all); any other key is freed.
+  idemRelease: `${PRELUDE}
+    if not owned() then return 0 end
+    dropLease()
+    if ARGV[3] ~= 'hold' and redis.call('HGET', KEYS[1], 'took') == 'unknown' then
+      redis.call('HSET', KEYS[1], 'state', 'unknown', 'token', '')
+      redis.call('PUBLISH', ARGV[2], 'unknown')
+      return 1
+    end
+    redis.call('DEL', KEYS[3])
+    if ARGV[3] == 'hold' then
+      local hold = tonumber(ARGV[7])
+      redis.call('HSET', KEYS[1], 'state', 'released', 'status', ARGV[4], 'headers', ARGV[5], 'body', ARGV[6],
+        'expires', now() + hold, 'recon', '0')
+      redis.call('PEXPIRE', KEYS[1], hold)
     else
       redis.call('DEL', KEYS[1])
     end
-    redis.call('PUBLISH', ARGV[7], 'resolved')
+    redis.call('PUBLISH', ARGV[2], 'released')
+    return 1`,
+  // Operator resolution of an unknown key. ARGV: 'store' | 'release', channel, status, headers, body, ttlMs.
+  idemResolve: `${PRELUDE}
+    local t = now()
+    if classify(t) ~= 'unknown' then return 0 end
+    if ARGV[1] == 'store' then
+      local ttl = tonumber(ARGV[6])
+      redis.call('HSET', KEYS[1], 'state', 'completed', 'token', '', 'status', ARGV[3], 'headers', ARGV[4],
+        'body', ARGV[5], 'expires', t + ttl, 'recon', '0')
+      redis.call('PEXPIRE', KEYS[1], ttl)
+    else
+      redis.call('DEL', KEYS[1])
+    end
+    redis.call('DEL', KEYS[2], KEYS[3])
+    redis.call('PUBLISH', ARGV[2], 'resolved')
     return 1`,
   // The attempt log, one batch per call: KEYS[1] is the capped stream, KEYS[i + 1] the record of
   // entry i (or the stream again when the entry has no key). Counts land only on existing records.
@@ -107,9 +198,10 @@ const SCRIPTS = {
       if rec ~= KEYS[1] and redis.call('EXISTS', rec) == 1 then redis.call('HINCRBY', rec, 'attempts', 1) end
     end
     return #ARGV - 1`,
+  // ARGV: (unused), channel.
   idemPurge: `
-    local n = redis.call('DEL', KEYS[1], KEYS[2])
-    redis.call('PUBLISH', ARGV[1], 'purged')
+    local n = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+    redis.call('PUBLISH', ARGV[2], 'purged')
     return n`,
 } as const;
 
@@ -125,27 +217,21 @@ interface WaitGroup {
 }
 
 /**
- * The shared store: records in Redis hashes (bodies as raw bytes), the per-key lease a redlock lock,
- * completion announced on a pub/sub channel per key. Key names hold only the engine's hash of the
- * key material, never a client string.
+ * The shared store: records in Redis hashes (bodies as raw bytes), the per-key lease a key that
+ * expires on the server, completion announced on a pub/sub channel per key. Key names hold only the
+ * engine's hash of the key material, never a client string.
  *
- * redlock is pinned at 5.0.0-beta.2: its `acquire` and `extend` are used as they are; its `using()`
- * auto-extension is not (known bugs), the engine extends the lease itself. Releases are folded into
- * the scripts that end an attempt, so that a first attempt costs four round trips: read, lock,
- * mark in flight, store-and-unlock.
+ * A first attempt costs two round trips (begin, which also answers the read; and the write that
+ * ends it), a replay one. Extensions run beside the upstream call.
  */
 export class RedisStore implements IdempotencyStore {
   readonly kind = "redis";
   private readonly redis: Redis & ScriptCommands;
   private readonly sub: Redis;
-  private readonly redlock: Redlock;
-  private readonly locks = new Map<string, Lock>();
   private readonly groups = new Map<string, WaitGroup>();
-  private readonly now: () => number;
   private readonly pollMs: number;
 
   constructor(private readonly options: RedisStoreOptions) {
-    this.now = options.now ?? Date.now;
     this.pollMs = options.pollMs ?? 1_000;
     const common = {
       // Fail fast instead of queueing while disconnected: a request must get 503, not hang.
@@ -162,17 +248,15 @@ export class RedisStore implements IdempotencyStore {
     this.sub.on("error", () => {});
     for (const [name, lua] of Object.entries(SCRIPTS)) {
       // The attempt-log script takes one key per entry, so its key count is given per call.
-      this.redis.defineCommand(name, name === "idemAttempts" ? { lua } : { numberOfKeys: 2, lua });
+      this.redis.defineCommand(name, name === "idemAttempts" ? { lua } : { numberOfKeys: 3, lua });
     }
-    this.redlock = new Redlock([this.redis], { retryCount: 0, driftFactor: 0.01 });
     this.sub.on("message", (channel: string) => {
       const group = this.groups.get(channel);
       if (group) this.check(channel, group);
     });
     // Load the scripts once per connection so that every call is a single EVALSHA round trip.
     this.redis.on("ready", () => {
-      const all = [...Object.values(SCRIPTS), ...Object.values(this.redlock.scripts).map((s) => s.value)];
-      for (const lua of all) this.redis.script("LOAD", lua).catch(() => {});
+      for (const lua of Object.values(SCRIPTS)) this.redis.script("LOAD", lua).catch(() => {});
     });
   }
 
@@ -188,12 +272,10 @@ export class RedisStore implements IdempotencyStore {
     });
   }
 
-  private rec(key: string): string {
-    // The hash tag keeps record and lock in one cluster slot, as one script needs.
-    return `${this.options.prefix}{${key}}:r`;
-  }
-  private lockKey(key: string): string {
-    return `${this.options.prefix}{${key}}:l`;
+  /** Record, lease and settle marker of a key; the hash tag keeps them in one cluster slot. */
+  private keys(key: string): [string, string, string] {
+    const tag = `${this.options.prefix}{${key}}`;
+    return [`${tag}:r`, `${tag}:l`, `${tag}:s`];
   }
   private channel(key: string): string {
     return `${this.options.prefix}{${key}}:done`;
@@ -208,89 +290,74 @@ export class RedisStore implements IdempotencyStore {
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {
-    const reply = await this.call("read", () => this.redis.idemGetBuffer(this.rec(key), this.lockKey(key)));
-    return decode(reply, true);
+    const reply = await this.call("read", () => this.redis.idemGetBuffer(...this.keys(key)));
+    return decode(reply);
   }
 
   async begin(key: string, lease: Lease): Promise<BeginResult> {
-    let lock: Lock;
-    try {
-      lock = await this.redlock.acquire([this.lockKey(key)], lease.leaseMs);
-    } catch (err) {
-      if (!(await isLockedError(err))) {
-        throw new StoreUnavailableError(`lock: ${(err as Error).message}`, { cause: err });
-      }
-      const record = await this.get(key);
-      // Locked, but the owner has not written its record yet: it is in flight all the same.
-      return {
-        acquired: false,
-        record: record ?? { state: RecordState.InFlight, fingerprint: undefined, createdAt: 0, expiresAt: 0 },
-      };
-    }
-    const now = this.now();
     const reply = await this.call("begin", () =>
       this.redis.idemBeginBuffer(
-        this.rec(key),
-        this.lockKey(key),
-        lock.value,
+        ...this.keys(key),
+        lease.token,
         lease.fingerprint,
-        now,
+        lease.leaseMs,
         lease.ttlMs,
+        lease.settleMs,
         lease.takeOverUnknown ? "1" : "0",
       ),
     );
-    if (reply === 1 || reply === 2) {
-      this.locks.set(lock.value, lock);
-      return { acquired: true, token: lock.value, tookOver: reply === 2 };
+    if (Array.isArray(reply) && reply.length === 2) {
+      const took = String(reply[0]) as "fresh" | "unknown" | "expired";
+      return { acquired: true, took, settlesInMs: Number(reply[1]) };
     }
-    const record = decode(reply, false);
-    if (!record) throw new StoreUnavailableError("begin: the record vanished while locked");
+    const record = decode(reply);
+    if (!record) throw new StoreUnavailableError("begin: unexpected reply");
     return { acquired: false, record };
   }
 
-  async extend(_key: string, token: string, leaseMs: number): Promise<boolean> {
-    const lock = this.locks.get(token);
-    if (!lock) return false;
-    try {
-      this.locks.set(token, await lock.extend(leaseMs));
-      return true;
-    } catch (err) {
-      if (await isLockedError(err)) return false;
-      throw new StoreUnavailableError(`extend: ${(err as Error).message}`, { cause: err });
-    }
+  async extend(key: string, token: string, times: LeaseTimes): Promise<boolean> {
+    const reply = await this.call("extend", () =>
+      this.redis.idemExtendBuffer(...this.keys(key), token, "", times.leaseMs, times.ttlMs, times.settleMs),
+    );
+    return reply === 1;
   }
 
   async complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean> {
-    this.locks.delete(token);
     const reply = await this.call("complete", () =>
       this.redis.idemCompleteBuffer(
-        this.rec(key),
-        this.lockKey(key),
+        ...this.keys(key),
         token,
+        this.channel(key),
         response.status,
         JSON.stringify(response.headers),
-        Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength),
+        bytes(response.body),
         ttlMs,
-        this.now(),
-        this.channel(key),
         response.reconciled ? "1" : "0",
       ),
     );
     return reply === 1;
   }
 
-  async markUnknown(key: string, token: string): Promise<boolean> {
-    this.locks.delete(token);
+  async markUnknown(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const reply = await this.call("mark unknown", () =>
-      this.redis.idemUnknownBuffer(this.rec(key), this.lockKey(key), token, this.channel(key)),
+      this.redis.idemUnknownBuffer(...this.keys(key), token, this.channel(key), times.ttlMs, times.settleMs),
     );
     return reply === 1;
   }
 
-  async release(key: string, token: string): Promise<boolean> {
-    this.locks.delete(token);
+  async release(key: string, token: string, response?: StoredResponse, holdMs = 0): Promise<boolean> {
+    const hold = response !== undefined && holdMs > 0;
     const reply = await this.call("release", () =>
-      this.redis.idemReleaseBuffer(this.rec(key), this.lockKey(key), token, this.channel(key)),
+      this.redis.idemReleaseBuffer(
+        ...this.keys(key),
+        token,
+        this.channel(key),
+        hold ? "hold" : "drop",
+        response?.status ?? 0,
+        JSON.stringify(response?.headers ?? []),
+        response ? bytes(response.body) : "",
+        holdMs,
+      ),
     );
     return reply === 1;
   }
@@ -298,15 +365,13 @@ export class RedisStore implements IdempotencyStore {
   async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
     const reply = await this.call("resolve", () =>
       this.redis.idemResolveBuffer(
-        this.rec(key),
-        this.lockKey(key),
+        ...this.keys(key),
         response ? "store" : "release",
+        this.channel(key),
         response?.status ?? 0,
         JSON.stringify(response?.headers ?? []),
-        response ? Buffer.from(response.body.buffer, response.body.byteOffset, response.body.byteLength) : "",
+        response ? bytes(response.body) : "",
         ttlMs,
-        this.now(),
-        this.channel(key),
       ),
     );
     return reply === 1;
@@ -321,7 +386,7 @@ export class RedisStore implements IdempotencyStore {
     const cap = this.options.attemptCapacity ?? 10_000;
     if (entries.length === 0 || cap === 0) return;
     const stream = this.attemptsKey();
-    const keys = entries.map((e) => (e.storeKey === undefined ? stream : this.rec(e.storeKey)));
+    const keys = entries.map((e) => (e.storeKey === undefined ? stream : this.keys(e.storeKey)[0]));
     await this.call("attempt log", () =>
       this.redis.idemAttemptsBuffer(
         1 + keys.length,
@@ -356,7 +421,7 @@ export class RedisStore implements IdempotencyStore {
 
   async purge(key: string): Promise<boolean> {
     const reply = await this.call("purge", () =>
-      this.redis.idemPurgeBuffer(this.rec(key), this.lockKey(key), this.channel(key)),
+      this.redis.idemPurgeBuffer(...this.keys(key), "", this.channel(key)),
     );
     return typeof reply === "number" && reply > 0;
   }
@@ -430,50 +495,42 @@ export class RedisStore implements IdempotencyStore {
   }
 }
 
-/** True when redlock failed because the lock is held, not because Redis could not be reached. */
-async function isLockedError(err: unknown): Promise<boolean> {
-  if (err instanceof ResourceLockedError) return true;
-  if (!(err instanceof ExecutionError)) return false;
-  if (err.message.includes("already-expired")) return true;
-  for (const attempt of err.attempts) {
-    const stats = await attempt;
-    for (const reason of stats.votesAgainst.values())
-      if (!(reason instanceof ResourceLockedError)) return false;
-  }
-  return err.attempts.length > 0;
+function bytes(body: Uint8Array): Buffer {
+  return Buffer.from(body.buffer, body.byteOffset, body.byteLength);
 }
 
-function decode(reply: Reply, lockKnown: boolean): StoredRecord | undefined {
-  if (!Array.isArray(reply) || reply[0] === null || reply[0] === undefined) {
-    // No record; a held lock means another attempt is between taking it and writing its record.
-    if (lockKnown && Array.isArray(reply) && Number(reply[9]) === 1) {
-      return { state: RecordState.InFlight, fingerprint: undefined, createdAt: 0, expiresAt: 0 };
-    }
-    return undefined;
-  }
-  const [state, fp, created, expires, status, headers, body, recon, attempts, locked] = reply;
+/**
+ * A script's view of a record: HMGET's nine fields, then the view the script decided on, the settle
+ * marker's remaining ms and the server's time. A one-element reply is a key that is free.
+ */
+function decode(reply: Reply): StoredRecord | undefined {
+  if (!Array.isArray(reply) || reply.length < 12) return undefined;
+  const [, fp, created, expires, status, headers, body, recon, attempts, view, settle, serverNow] = reply;
   const base = {
     fingerprint: String(fp),
     createdAt: Number(String(created)),
-    expiresAt: Number(String(expires)),
+    // The server's clock, shown on this process's wall clock.
+    expiresAt: Date.now() + (Number(String(expires)) - Number(String(serverNow))),
     ...(attempts ? { attempts: Number(String(attempts)) } : {}),
   };
-  switch (String(state)) {
+  const response = (): StoredResponse => ({
+    status: Number(String(status)),
+    headers: JSON.parse(String(headers)) as [string, string][],
+    body: body ?? Buffer.alloc(0),
+    ...(String(recon) === "1" ? { reconciled: true } : {}),
+  });
+  switch (String(view)) {
     case RecordState.Completed:
+      return { ...base, state: RecordState.Completed, response: response() };
+    case RecordState.Released:
       return {
         ...base,
-        state: RecordState.Completed,
-        response: {
-          status: Number(String(status)),
-          headers: JSON.parse(String(headers)) as [string, string][],
-          body: body ?? Buffer.alloc(0),
-          ...(String(recon) === "1" ? { reconciled: true } : {}),
-        },
+        state: RecordState.Released,
+        response: Number(String(status)) > 0 ? response() : undefined,
       };
     case RecordState.InFlight:
-      if (Number(locked) === 1) return { ...base, state: RecordState.InFlight };
-      return { ...base, state: RecordState.Unknown };
+      return { ...base, state: RecordState.InFlight };
     default:
-      return { ...base, state: RecordState.Unknown };
+      return { ...base, state: RecordState.Unknown, settlesInMs: Number(settle) };
   }
 }

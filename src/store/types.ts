@@ -14,27 +14,34 @@ export const RecordState = {
   Completed: "completed",
   /** An attempt sent the request but never learned the outcome (or its gateway died holding the lease). */
   Unknown: "unknown",
+  /**
+   * The attempt ended with an answer that is not stored (a status outside `cache`, or nothing at all).
+   * Kept only briefly, for the duplicates that were waiting on it; a new request treats it as free.
+   */
+  Released: "released",
 } as const;
 export type RecordState = (typeof RecordState)[keyof typeof RecordState];
 
 interface RecordBase {
   fingerprint: string;
   createdAt: number;
+  /** When the record stops counting (wall-clock ms, for display; stores decide expiry on their own clock). */
   expiresAt: number;
   /** Requests with this key recorded in the attempt log (written in batches, so it may lag a little). */
   attempts?: number;
 }
 export type StoredRecord =
-  /**
-   * `fingerprint` is undefined in the moment between another attempt taking the lease and
-   * writing its record: its payload is not known yet, so it cannot be compared.
-   */
-  | (Omit<RecordBase, "fingerprint"> & {
-      state: typeof RecordState.InFlight;
-      fingerprint: string | undefined;
-    })
+  | (RecordBase & { state: typeof RecordState.InFlight })
   | (RecordBase & { state: typeof RecordState.Completed; response: StoredResponse })
-  | (RecordBase & { state: typeof RecordState.Unknown });
+  | (RecordBase & {
+      state: typeof RecordState.Unknown;
+      /**
+       * How long the backend may still commit the ambiguous request (see Lease.settleMs); a probe's
+       * "not found" is not trusted before then. 0 once settled.
+       */
+      settlesInMs: number;
+    })
+  | (RecordBase & { state: typeof RecordState.Released; response: StoredResponse | undefined });
 
 /** One protected request, as the attempt log keeps it. */
 export interface AttemptEntry {
@@ -59,19 +66,41 @@ export interface AttemptFilter {
   limit: number;
 }
 
-export interface Lease {
-  fingerprint: string;
+/** The times that govern one attempt's record, given at begin and again with every extension. */
+export interface LeaseTimes {
   /** How long the lease lasts unless extended. */
   leaseMs: number;
-  /** How long the record lives if the attempt ends `unknown` (the route's ttl). */
+  /** How long the record lives once the attempt has ended (and at least that long past the lease). */
   ttlMs: number;
-  /** Whether an `unknown` record may be taken over by this attempt (onUnknown: retry). */
+  /**
+   * How long after its attempt's last sign of life (the lease's end, or the moment it was marked
+   * unknown) a request that was sent may still commit on the backend; 0 for an attempt that has not
+   * sent anything.
+   */
+  settleMs: number;
+}
+
+export interface Lease extends LeaseTimes {
+  /** Made by the caller, so that it can undo a begin whose reply was lost (fenced release). */
+  token: string;
+  fingerprint: string;
+  /** Whether an `unknown` record of the same fingerprint may be taken over (onUnknown: retry, reconcile). */
   takeOverUnknown: boolean;
 }
 
 export type BeginResult =
-  /** `tookOver`: the key was `unknown` (or its lease had run out) and this attempt now owns it. */
-  { acquired: true; token: string; tookOver: boolean } | { acquired: false; record: StoredRecord };
+  | {
+      acquired: true;
+      /**
+       * `fresh`: the key was free. `unknown`: this attempt took over a key of unknown outcome (its
+       * `settlesInMs` says how long the earlier request may still commit). `expired`: the key had been
+       * unknown until its TTL ran out, and is now free again: an unknown outcome being forgotten.
+       */
+      took: "fresh" | "unknown" | "expired";
+      settlesInMs: number;
+    }
+  /** The record that is there (a fingerprint mismatch is never taken over). */
+  | { acquired: false; record: StoredRecord };
 
 /**
  * What the engine asks of a store. Every write that ends an attempt names the attempt's token and
@@ -81,13 +110,23 @@ export type BeginResult =
 export interface IdempotencyStore {
   readonly kind: string;
   get(key: string): Promise<StoredRecord | undefined>;
-  /** Atomically: if the key is free, take the lease and mark it in flight; else return what is there. */
+  /**
+   * One atomic step, and all a replay costs: if the key is free (or takeable), take the lease and mark
+   * it in flight under `lease.token`; else return what is there. There is no moment in which a lease
+   * is held and the record does not say so.
+   */
   begin(key: string, lease: Lease): Promise<BeginResult>;
-  extend(key: string, token: string, leaseMs: number): Promise<boolean>;
+  /** Extends the lease and the record's life with it; `times.settleMs` > 0 once the attempt has sent. */
+  extend(key: string, token: string, times: LeaseTimes): Promise<boolean>;
   complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean>;
-  markUnknown(key: string, token: string): Promise<boolean>;
-  release(key: string, token: string): Promise<boolean>;
-  /** Resolves once the key is no longer in flight, with its record then (undefined: released). */
+  /** The record lives `times.ttlMs` from now; a sent attempt (`settleMs` > 0) starts its settle time. */
+  markUnknown(key: string, token: string, times: LeaseTimes): Promise<boolean>;
+  /**
+   * Frees the key. With a response, duplicates waiting on the attempt get it for `holdMs`; without,
+   * they are told the attempt ended unstored.
+   */
+  release(key: string, token: string, response?: StoredResponse, holdMs?: number): Promise<boolean>;
+  /** Resolves once the key is no longer in flight, with its record then (undefined: gone). */
   waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined>;
   /** Resolves when the store answers; rejects with StoreUnavailableError when it does not. */
   ping(): Promise<void>;

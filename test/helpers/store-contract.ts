@@ -1,7 +1,10 @@
+import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
+  type BeginResult,
   type IdempotencyStore,
   type Lease,
+  type LeaseTimes,
   RecordState,
   type StoredResponse,
 } from "../../src/store/index.js";
@@ -17,13 +20,29 @@ export interface StoreFixture {
 const LEASE_MS = 300;
 const TTL_MS = 1_500;
 
-const lease = (over: Partial<Lease> = {}): Lease => ({
-  fingerprint: "fp-1",
+const SETTLE_MS = 600;
+
+const times = (over: Partial<LeaseTimes> = {}): LeaseTimes => ({
   leaseMs: LEASE_MS,
   ttlMs: TTL_MS,
-  takeOverUnknown: false,
+  settleMs: SETTLE_MS,
   ...over,
 });
+const lease = (over: Partial<Lease> = {}): Lease => ({
+  token: randomUUID(),
+  fingerprint: "fp-1",
+  takeOverUnknown: false,
+  ...times(),
+  ...over,
+});
+
+/** Begins with a fresh token and returns it; fails the test if the lease was not acquired. */
+async function acquire(store: IdempotencyStore, key: string, over: Partial<Lease> = {}) {
+  const l = lease(over);
+  const begun: BeginResult = await store.begin(key, l);
+  if (!begun.acquired) throw new Error(`not acquired: ${JSON.stringify(begun.record.state)}`);
+  return { ...begun, token: l.token };
+}
 
 const response: StoredResponse = {
   status: 201,
@@ -67,8 +86,7 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
     });
 
     it("stores a completed response byte for byte, headers in order", async () => {
-      const begun = await store.begin(key, lease());
-      if (!begun.acquired) throw new Error("not acquired");
+      const begun = await acquire(store, key);
       expect(await store.complete(key, begun.token, response, TTL_MS)).toBe(true);
       const record = await store.get(key);
       expect(record?.state).toBe(RecordState.Completed);
@@ -80,27 +98,24 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
     });
 
     it("refuses writes with another attempt's token (fencing)", async () => {
-      const begun = await store.begin(key, lease());
-      expect(begun.acquired).toBe(true);
+      await acquire(store, key);
       expect(await store.complete(key, "not-the-token", response, TTL_MS)).toBe(false);
-      expect(await store.markUnknown(key, "not-the-token")).toBe(false);
+      expect(await store.markUnknown(key, "not-the-token", times())).toBe(false);
       expect(await store.release(key, "not-the-token")).toBe(false);
-      expect(await store.extend(key, "not-the-token", LEASE_MS)).toBe(false);
+      expect(await store.extend(key, "not-the-token", times())).toBe(false);
       expect((await store.get(key))?.state).toBe(RecordState.InFlight);
     });
 
     it("frees a released key for a new attempt", async () => {
-      const begun = await store.begin(key, lease());
-      if (!begun.acquired) throw new Error("not acquired");
+      const begun = await acquire(store, key);
       expect(await store.release(key, begun.token)).toBe(true);
       expect(await store.get(key)).toBeUndefined();
       expect((await store.begin(key, lease())).acquired).toBe(true);
     });
 
     it("keeps an unknown outcome and does not hand the key out again unless asked to", async () => {
-      const begun = await store.begin(key, lease());
-      if (!begun.acquired) throw new Error("not acquired");
-      expect(await store.markUnknown(key, begun.token)).toBe(true);
+      const begun = await acquire(store, key);
+      expect(await store.markUnknown(key, begun.token, times())).toBe(true);
       expect((await store.get(key))?.state).toBe(RecordState.Unknown);
       expect(await store.begin(key, lease())).toMatchObject({
         acquired: false,
@@ -108,14 +123,14 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
       });
       expect(await store.begin(key, lease({ takeOverUnknown: true }))).toMatchObject({
         acquired: true,
-        tookOver: true,
+        took: "unknown",
       });
     });
 
     it("says a fresh key was not taken over", async () => {
       expect(await store.begin(key, lease({ takeOverUnknown: true }))).toMatchObject({
         acquired: true,
-        tookOver: false,
+        took: "fresh",
       });
     });
 
@@ -124,12 +139,10 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
     });
 
     it("reads an in-flight record whose lease ran out as unknown, and fences the old attempt", async () => {
-      const old = await store.begin(key, lease());
-      if (!old.acquired) throw new Error("not acquired");
+      const old = await acquire(store, key);
       await fx.advance(LEASE_MS + 100);
       expect((await store.get(key))?.state).toBe(RecordState.Unknown);
-      const taker = await store.begin(key, lease({ takeOverUnknown: true }));
-      if (!taker.acquired) throw new Error("take-over refused");
+      const taker = await acquire(store, key, { takeOverUnknown: true });
       expect(await store.complete(key, old.token, response, TTL_MS)).toBe(false);
       expect(await store.release(key, old.token)).toBe(false);
       expect((await store.get(key))?.state).toBe(RecordState.InFlight);
@@ -137,34 +150,30 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
     });
 
     it("keeps a lease alive while it is extended", async () => {
-      const begun = await store.begin(key, lease());
-      if (!begun.acquired) throw new Error("not acquired");
+      const begun = await acquire(store, key);
       for (let i = 0; i < 3; i++) {
         await fx.advance(LEASE_MS / 2);
-        expect(await store.extend(key, begun.token, LEASE_MS)).toBe(true);
+        expect(await store.extend(key, begun.token, times())).toBe(true);
       }
       expect((await store.get(key))?.state).toBe(RecordState.InFlight);
     });
 
     it("forgets a completed record after its TTL", async () => {
-      const begun = await store.begin(key, lease());
-      if (!begun.acquired) throw new Error("not acquired");
+      const begun = await acquire(store, key);
       await store.complete(key, begun.token, response, 400);
       await fx.advance(500);
       expect(await store.get(key)).toBeUndefined();
     });
 
     it("wakes a waiter when the attempt completes", async () => {
-      const begun = await store.begin(key, lease({ leaseMs: 10_000 }));
-      if (!begun.acquired) throw new Error("not acquired");
+      const begun = await acquire(store, key, { leaseMs: 10_000 });
       const waiting = store.waitFor(key, new AbortController().signal);
       await store.complete(key, begun.token, response, TTL_MS);
       expect((await waiting)?.state).toBe(RecordState.Completed);
     });
 
     it("wakes a waiter with undefined when the attempt releases the key", async () => {
-      const begun = await store.begin(key, lease({ leaseMs: 10_000 }));
-      if (!begun.acquired) throw new Error("not acquired");
+      const begun = await acquire(store, key, { leaseMs: 10_000 });
       const waiting = store.waitFor(key, new AbortController().signal);
       await store.release(key, begun.token);
       expect(await waiting).toBeUndefined();
@@ -175,8 +184,7 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
     });
 
     it("wakes a waiter when the lease runs out", async () => {
-      const begun = await store.begin(key, lease());
-      expect(begun.acquired).toBe(true);
+      await acquire(store, key);
       const waiting = store.waitFor(key, new AbortController().signal);
       await fx.advance(LEASE_MS + 600);
       expect((await waiting)?.state).toBe(RecordState.Unknown);
@@ -191,10 +199,9 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
     });
 
     it("lets an operator resolve an unknown key with a response, or free it, and nothing else", async () => {
-      const begun = await store.begin(key, lease());
-      if (!begun.acquired) throw new Error("not acquired");
+      const begun = await acquire(store, key);
       expect(await store.resolveUnknown(key, response, TTL_MS)).toBe(false);
-      await store.markUnknown(key, begun.token);
+      await store.markUnknown(key, begun.token, times());
       expect(await store.resolveUnknown(key, response, TTL_MS)).toBe(true);
       const record = await store.get(key);
       expect(record?.state).toBe(RecordState.Completed);
@@ -204,16 +211,14 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
       ).toBe(true);
       expect(await store.resolveUnknown(key, null, TTL_MS)).toBe(false);
       const other = `${key}-2`;
-      const b = await store.begin(other, lease());
-      if (!b.acquired) throw new Error("not acquired");
-      await store.markUnknown(other, b.token);
+      const b = await acquire(store, other);
+      await store.markUnknown(other, b.token, times());
       expect(await store.resolveUnknown(other, null, TTL_MS)).toBe(true);
       expect(await store.get(other)).toBeUndefined();
     });
 
     it("keeps the attempt log newest first, filters it, and counts attempts on the key's record", async () => {
-      const begun = await store.begin(key, lease());
-      if (!begun.acquired) throw new Error("not acquired");
+      const begun = await acquire(store, key);
       await store.complete(key, begun.token, response, TTL_MS);
       const entry = (outcome: string, route = `r-${key}`) => ({
         time: Date.now(),
@@ -238,6 +243,110 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
       ]);
       expect((await store.get(key))?.attempts).toBe(3);
       expect(await store.get(`${key}-never`)).toBeUndefined();
+    });
+
+    it("path 2: keeps an in-flight record past its TTL while its lease is extended", async () => {
+      const begun = await acquire(store, key, { ttlMs: 400 });
+      for (let i = 0; i < 4; i++) {
+        await fx.advance(LEASE_MS / 2);
+        expect(await store.extend(key, begun.token, times({ ttlMs: 400 }))).toBe(true);
+      }
+      // Well past the TTL counted from begin: still in flight, and no one else can begin.
+      expect((await store.get(key))?.state).toBe(RecordState.InFlight);
+      expect((await store.begin(key, lease({ takeOverUnknown: true }))).acquired).toBe(false);
+      expect(await store.complete(key, begun.token, response, TTL_MS)).toBe(true);
+    });
+
+    it("path 6: keeps an unknown record a full TTL from the moment it turned unknown", async () => {
+      const begun = await acquire(store, key, { ttlMs: 800 });
+      for (let i = 0; i < 4; i++) {
+        await fx.advance(LEASE_MS / 2);
+        await store.extend(key, begun.token, times({ ttlMs: 800 }));
+      }
+      expect(await store.markUnknown(key, begun.token, times({ ttlMs: 800 }))).toBe(true);
+      await fx.advance(500);
+      expect((await store.get(key))?.state).toBe(RecordState.Unknown);
+      expect((await store.begin(key, lease())).acquired).toBe(false);
+    });
+
+    it("path 6: says so when a begin finds an unknown record whose TTL has run out", async () => {
+      const begun = await acquire(store, key, { ttlMs: 400 });
+      await store.markUnknown(key, begun.token, times({ ttlMs: 400 }));
+      await fx.advance(500);
+      expect(await store.get(key)).toBeUndefined();
+      expect(await store.begin(key, lease())).toMatchObject({ acquired: true, took: "expired" });
+    });
+
+    it("an attempt that died leaves an unknown record that also lives a TTL past its lease", async () => {
+      await acquire(store, key, { ttlMs: 400 });
+      await fx.advance(LEASE_MS + 200);
+      expect((await store.get(key))?.state).toBe(RecordState.Unknown);
+      await fx.advance(400);
+      expect(await store.begin(key, lease())).toMatchObject({ acquired: true, took: "expired" });
+    });
+
+    it("does not revive a lease that has run out", async () => {
+      const begun = await acquire(store, key);
+      await fx.advance(LEASE_MS + 100);
+      expect(await store.extend(key, begun.token, times())).toBe(false);
+      expect((await store.get(key))?.state).toBe(RecordState.Unknown);
+    });
+
+    it("path 1: counts the settle time of a sent request from the moment it turned unknown", async () => {
+      const begun = await acquire(store, key);
+      await store.markUnknown(key, begun.token, times());
+      const record = await store.get(key);
+      expect(record?.state).toBe(RecordState.Unknown);
+      const settles = record?.state === RecordState.Unknown ? record.settlesInMs : 0;
+      expect(settles).toBeGreaterThan(SETTLE_MS - 200);
+      expect(settles).toBeLessThanOrEqual(SETTLE_MS);
+      // A take-over learns how long is left, and does not restart it by taking over.
+      const taker = await acquire(store, key, { takeOverUnknown: true });
+      expect(taker.took).toBe("unknown");
+      expect(taker.settlesInMs).toBeGreaterThan(0);
+      expect(taker.settlesInMs).toBeLessThanOrEqual(settles);
+      expect(await store.release(key, taker.token)).toBe(true);
+      await fx.advance(SETTLE_MS + 50);
+      const later = await store.get(key);
+      expect(later?.state === RecordState.Unknown && later.settlesInMs).toBe(0);
+    });
+
+    it("an attempt that never sent starts no settle time", async () => {
+      const begun = await acquire(store, key, { settleMs: 0 });
+      await store.markUnknown(key, begun.token, times({ settleMs: 0 }));
+      const record = await store.get(key);
+      expect(record?.state === RecordState.Unknown && record.settlesInMs).toBe(0);
+    });
+
+    it("gives a key taken over from unknown back to unknown when it is released without an answer", async () => {
+      const first = await acquire(store, key);
+      await store.markUnknown(key, first.token, times());
+      const taker = await acquire(store, key, { takeOverUnknown: true });
+      expect(await store.release(key, taker.token)).toBe(true);
+      expect((await store.get(key))?.state).toBe(RecordState.Unknown);
+      expect(await store.release(key, taker.token)).toBe(false);
+    });
+
+    it("never takes over an unknown record of another payload", async () => {
+      const first = await acquire(store, key);
+      await store.markUnknown(key, first.token, times());
+      expect(await store.begin(key, lease({ takeOverUnknown: true, fingerprint: "fp-2" }))).toMatchObject({
+        acquired: false,
+        record: { state: RecordState.Unknown, fingerprint: "fp-1" },
+      });
+    });
+
+    it("path 4: holds a released answer for the waiters, and treats the key as free for new requests", async () => {
+      const begun = await acquire(store, key, { leaseMs: 10_000 });
+      const waiting = store.waitFor(key, new AbortController().signal);
+      const answer: StoredResponse = { status: 503, headers: [["x", "1"]], body: Buffer.from("busy") };
+      expect(await store.release(key, begun.token, answer, 1_000)).toBe(true);
+      const woke = await waiting;
+      expect(woke?.state).toBe(RecordState.Released);
+      expect(woke?.state === RecordState.Released && Buffer.from(woke.response?.body ?? []).toString()).toBe(
+        "busy",
+      );
+      expect(await store.begin(key, lease())).toMatchObject({ acquired: true, took: "fresh" });
     });
 
     it("purges a record whatever its state", async () => {

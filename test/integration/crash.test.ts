@@ -90,7 +90,11 @@ describe("gateway processes that die or stall", () => {
     const paused = pay(a.url, "fence-1");
     await upstream.called(1);
     a.proc.kill("SIGSTOP");
-    // A cannot extend its lease while stopped; B waits, sees it run out, and takes over (onUnknown: retry).
+    // A cannot extend its lease while stopped; B's copy waits and sees it run out. A copy that waited
+    // never executes itself (409); its retry takes over (onUnknown: retry).
+    const waited = await pay(b.url, "fence-1");
+    expect(waited.status).toBe(409);
+    expect(waited.json()).toMatchObject({ code: "OUTCOME_UNKNOWN" });
     const takeover = await pay(b.url, "fence-1");
     expect(takeover.body.toString()).toBe("from the attempt that took over");
     a.proc.kill("SIGCONT");

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type Invoice, type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
 import type { RunningGateway } from "../../src/gateway/index.js";
+import { RecordState } from "../../src/store/index.js";
 import { RedisStore } from "../../src/store/redis.js";
 import { startTestGateway } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
@@ -107,7 +108,7 @@ describe("unknown outcomes", () => {
     expect(backend.stats().executions).toBe(1);
   });
 
-  it("reconcile: the probe finds nothing, so the original is forwarded again under the lock", async () => {
+  it("reconcile: the probe finds nothing once the settle time has passed, so the original is forwarded again", async () => {
     let posts = 0;
     upstream = await startUpstream((call, res) => {
       if (call.method === "GET") {
@@ -121,10 +122,11 @@ describe("unknown outcomes", () => {
     });
     gateway = await startTestGateway({
       upstream: { url: upstream.url, timeout: "150ms" },
-      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
+      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile: { ...reconcile, settle: "20ms" } })],
     });
     const url = `${gateway.url}/invoices`;
     expect((await send(url, invoice("INV-R2"))).status).toBe(504);
+    await settled(gateway);
     const retry = await send(url, invoice("INV-R2"));
     expect(retry.status).toBe(201);
     expect(retry.body.toString()).toBe("created on the second try");
@@ -218,6 +220,18 @@ describe("store outage", () => {
     await waitReady(`${gw.adminUrl}/readyz`);
   });
 });
+
+/** Resolves once the newest key in the attempt log is unknown and past its settle time. */
+async function settled(gw: RunningGateway): Promise<void> {
+  await gw.flushAttempts();
+  const [entry] = await gw.store.recentAttempts({ limit: 1 });
+  for (;;) {
+    const record = await gw.store.get(entry?.storeKey as string);
+    if (record?.state !== RecordState.Unknown) throw new Error(`expected unknown, got ${record?.state}`);
+    if (record.settlesInMs === 0) return;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
 
 /** Reconnection happens on the client's own schedule; readiness is the event to wait for. */
 async function waitReady(url: string): Promise<void> {

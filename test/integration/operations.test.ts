@@ -250,7 +250,9 @@ describe("metrics", () => {
       sample(text, "idempotency_gateway_upstream_duration_seconds_count", { route: "create-invoice" }),
     ).toBe(1);
     expect(sample(text, "idempotency_gateway_overhead_seconds_count", { route: "create-invoice" })).toBe(5);
-    expect(sample(text, "idempotency_gateway_store_duration_seconds_count", { op: "get" })).toBe(4);
+    // One begin per request answers the read too: there is no separate get.
+    expect(sample(text, "idempotency_gateway_store_duration_seconds_count", { op: "begin" })).toBe(4);
+    expect(sample(text, "idempotency_gateway_store_duration_seconds_count", { op: "get" })).toBeUndefined();
     expect(sample(text, "idempotency_gateway_store_duration_seconds_count", { op: "complete" })).toBe(1);
     expect(sample(text, "idempotency_gateway_attempts_in_flight")).toBe(0);
     expect(sample(text, "idempotency_gateway_waiting_duplicates")).toBe(0);

@@ -8,8 +8,17 @@ export const MIN_TTL_MS = 1_000;
 
 type Field = "ttl" | "lockTtl" | "waitTimeout" | "reconcile.settle";
 
+const UNITS: [string, number][] = [
+  ["d", 86_400_000],
+  ["h", 3_600_000],
+  ["m", 60_000],
+  ["s", 1_000],
+];
+
+/** 86400000 → "24h" rather than "86400000ms": errors speak as the config file does. */
 function show(ms: number): string {
-  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+  for (const [unit, size] of UNITS) if (ms > 0 && ms % size === 0) return `${ms / size}${unit}`;
+  return `${ms}ms`;
 }
 
 /**

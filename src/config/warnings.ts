@@ -36,6 +36,22 @@ export function configWarnings(config: Config): string[] {
     if (header === false && from.length === 0) {
       out.push(`${where}: key.header is false and there is no key.from: no request can get a key`);
     }
+    const reconcile = route.reconcile ?? config.defaults.reconcile;
+    if ((route.onUnknown ?? config.defaults.onUnknown) === "reconcile" && reconcile) {
+      // The probe's verdict is status-only: a probe that names part of the key "finds" any operation
+      // sharing that part (another transaction's invoice), and its answer is stored as this one's.
+      const named = new Set(
+        reconcile.probe.path.template.flatMap((p) => (typeof p === "string" ? [] : [p.text])),
+      );
+      const keyFields = from.length > 0 ? from.map((s) => s.text) : [`header:${header || "Idempotency-Key"}`];
+      const missing = keyFields.filter((f) => !named.has(f) && !named.has(f.toLowerCase()));
+      if (missing.length > 0) {
+        out.push(
+          `${where}.reconcile.probe.path: does not name ${missing.join(", ")}: the probe must name every key field, ` +
+            "or a found answer may belong to another operation and be replayed as this one's",
+        );
+      }
+    }
   });
   return out;
 }

@@ -128,8 +128,13 @@ export async function startDemoBackend(options: DemoBackendOptions = {}): Promis
     if (req.method === "POST" && url.pathname === "/invoices") {
       createInvoice(req, res).catch(() => res.destroy());
     } else if (req.method === "GET" && url.pathname === "/invoices") {
-      const found = byNumber.get(url.searchParams.get("number") ?? "");
-      if (found) json(res, 200, found);
+      // A probe must be able to name the whole business key: an invoice number alone matches
+      // another transaction's invoice.
+      const tx = url.searchParams.get("transactionId");
+      const found = (byNumber.get(url.searchParams.get("number") ?? "") ?? []).filter(
+        (i) => tx === null || String(i.transactionId) === tx,
+      );
+      if (found.length > 0) json(res, 200, found);
       else json(res, 404, { error: "no such invoice" });
     } else if (req.method === "GET" && url.pathname === "/stats") {
       json(res, 200, stats());

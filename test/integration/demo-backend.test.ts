@@ -37,6 +37,15 @@ describe("demo backend", () => {
     expect(missing.status).toBe(404);
   });
 
+  it("narrows a lookup to one transaction, so that a probe can name the whole business key", async () => {
+    backend = await startDemoBackend({ port: 0 });
+    await send(`${backend.url}/invoices`, invoice("N-1"));
+    const other = await send(`${backend.url}/invoices?number=N-1&transactionId=T-other`, { method: "GET" });
+    const same = await send(`${backend.url}/invoices?number=N-1&transactionId=T`, { method: "GET" });
+    expect(other.status).toBe(404);
+    expect(same.json()).toMatchObject([{ invoiceNumber: "N-1", transactionId: "T" }]);
+  });
+
   it("answers 400 to a body that is not an invoice", async () => {
     backend = await startDemoBackend({ port: 0 });
     expect((await send(`${backend.url}/invoices`, { body: "nope" })).status).toBe(400);

@@ -32,7 +32,7 @@ const invoice = (n: string) => ({
   body: JSON.stringify({ invoiceNumber: n, transactionId: "T-1", amount: 10 }),
 });
 const reconcile = {
-  probe: { path: "/invoices?number={body:/invoiceNumber}" },
+  probe: { path: "/invoices?number={body:/invoiceNumber}&transactionId={body:/transactionId}" },
   found: [200],
   notFound: [404],
 };
@@ -132,7 +132,7 @@ describe("unknown outcomes", () => {
     expect(retry.body.toString()).toBe("created on the second try");
     expect(retry.headers["idempotent-replayed"]).toBeUndefined();
     const probe = upstream.calls.find((c) => c.method === "GET");
-    expect(probe?.url).toBe("/invoices?number=INV-R2");
+    expect(probe?.url).toBe("/invoices?number=INV-R2&transactionId=T-1");
     expect(probe?.headers["x-tenant-id"]).toBe("acme");
     expect(posts).toBe(2);
   });

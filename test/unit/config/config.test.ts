@@ -171,6 +171,64 @@ describe("cache list", () => {
   });
 });
 
+describe("durations that would break the lease (path 5)", () => {
+  it.each([
+    [{ defaults: { lockTtl: 0 } }, "defaults.lockTtl: 0ms is too short"],
+    [{ defaults: { lockTtl: "50ms" } }, "defaults.lockTtl: 50ms is too short"],
+    [
+      { defaults: { lockTtl: "0.5ms" } },
+      'defaults.lockTtl: invalid duration "0.5ms" (expected whole milliseconds',
+    ],
+    [{ defaults: { lockTtl: 1.5 } }, "defaults.lockTtl: invalid duration"],
+    [{ defaults: { ttl: 0 } }, "defaults.ttl: 0ms is too short to protect a retry"],
+    [{ defaults: { ttl: "2s", lockTtl: "10s" } }, "defaults.ttl: 2s is shorter than lockTtl 10s"],
+    [
+      { defaults: { waitTimeout: 0 } },
+      "defaults.waitTimeout: must be longer than 0 (to answer duplicates 409 at once, set concurrent: reject)",
+    ],
+    [{ upstream: { url: "http://127.0.0.1:9000", timeout: 0 } }, "upstream.timeout: must be longer than 0"],
+    [
+      { defaults: { ttl: "30s" } },
+      "defaults.ttl: 30s must be longer than the settle time (upstream.timeout, 1m)",
+    ],
+    [
+      { routes: [{ name: "r", match: { path: "/r" }, lockTtl: "10ms" }] },
+      "routes[0].lockTtl: 10ms is too short",
+    ],
+    [
+      {
+        routes: [
+          {
+            name: "r",
+            match: { path: "/r" },
+            onUnknown: "reconcile",
+            reconcile: { probe: { path: "/p" }, settle: "2d" },
+          },
+        ],
+      },
+      "defaults.ttl: 1d must be longer than the settle time (routes[0].reconcile.settle, 2d)",
+    ],
+  ])("refuses %j, naming the path", (input, message) => {
+    expect(problems({ ...base, ...input }).join("\n")).toContain(message);
+  });
+
+  it("says a problem of the defaults once, not again for every route that inherits it", () => {
+    const found = problems({
+      ...base,
+      defaults: { lockTtl: 0 },
+      routes: [
+        { name: "a", match: { path: "/a" } },
+        { name: "b", match: { path: "/b" } },
+      ],
+    });
+    expect(found.filter((p) => p.includes("lockTtl"))).toEqual([expect.stringMatching(/^defaults\.lockTtl/)]);
+  });
+
+  it("accepts whole milliseconds given with a fraction of a larger unit", () => {
+    expect(parseConfig({ ...base, defaults: { lockTtl: "1.5s" } }).defaults.lockTtl).toBe(1_500);
+  });
+});
+
 describe("route table", () => {
   const table = new RouteTable(
     parseConfig({

@@ -61,3 +61,33 @@ describe("config warnings", () => {
     }
   });
 });
+
+describe("reconcile probe warnings", () => {
+  const route = (path: string) => ({
+    name: "inv",
+    match: { path: "/i" },
+    key: { from: ["body:/invoiceNumber", "body:/transactionId"] },
+    scope: ["header:X-Tenant-Id"],
+    onUnknown: "reconcile",
+    reconcile: { probe: { path } },
+  });
+
+  it("warns when the probe does not name every key field, naming the ones missing", () => {
+    const w = configWarnings(
+      parseConfig({ ...base, routes: [route("/invoices?number={body:/invoiceNumber}")] }),
+    );
+    expect(w).toEqual([
+      expect.stringContaining('routes[0] "inv".reconcile.probe.path: does not name body:/transactionId'),
+    ]);
+  });
+
+  it("is quiet when the probe names every key field", () => {
+    const w = configWarnings(
+      parseConfig({
+        ...base,
+        routes: [route("/invoices/{body:/invoiceNumber}?tx={body:/transactionId}")],
+      }),
+    );
+    expect(w).toEqual([]);
+  });
+});

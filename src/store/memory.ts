@@ -281,7 +281,8 @@ export class MemoryStore implements IdempotencyStore {
   /** The entry if the attempt with this token still owns it; its lease may have run out unnoticed. */
   private owned(key: string, token: string): Entry | undefined {
     const c = this.classify(key);
-    const entry = c.kind === "free" ? undefined : c.entry;
+    // A record past its TTL counts for no one, not even the attempt that wrote it.
+    const entry = c.kind === "record" ? c.entry : undefined;
     return entry?.state === RecordState.InFlight && entry.token === token ? entry : undefined;
   }
 

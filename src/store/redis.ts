@@ -62,8 +62,9 @@ const PRELUDE = `
     -- (ARGV[1]) the in-flight record carries may write. One that is fenced out gives back a lease it
     -- still holds (the record vanished under it) and wakes waiters, so that nothing is left hanging.
     local function owned()
-      local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
-      if cur[1] == ARGV[1] and cur[2] == 'in_flight' then return true end
+      local cur = redis.call('HMGET', KEYS[1], 'token', 'state', 'expires')
+      -- A record past its TTL counts for no one, not even the attempt that wrote it.
+      if cur[1] == ARGV[1] and cur[2] == 'in_flight' and (tonumber(cur[3]) or 0) > now() then return true end
       if redis.call('GET', KEYS[2]) == ARGV[1] then
         redis.call('DEL', KEYS[2])
         redis.call('PUBLISH', ARGV[2], 'fenced')

@@ -285,6 +285,15 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
       expect(await store.begin(key, lease())).toMatchObject({ acquired: true, took: "expired" });
     });
 
+    it("fences the late writes of an attempt whose record has passed its TTL (found by the model)", async () => {
+      // Shrunk counterexample: Begin, RecordExpire, Complete. The late answer revived an expired record.
+      const begun = await acquire(store, key, { ttlMs: 400 });
+      await fx.advance(LEASE_MS + 500);
+      expect(await store.complete(key, begun.token, response, TTL_MS)).toBe(false);
+      expect(await store.markUnknown(key, begun.token, times())).toBe(false);
+      expect(await store.begin(key, lease())).toMatchObject({ acquired: true, took: "expired" });
+    });
+
     it("does not revive a lease that has run out", async () => {
       const begun = await acquire(store, key);
       await fx.advance(LEASE_MS + 100);

@@ -190,6 +190,13 @@ export const configSchema = z.strictObject({
       url: z.url({ protocol: /^https?$/ }).describe("Base URL of the backend."),
       timeout: duration.prefault("60s").describe("Longer than the callers' own timeouts, on purpose."),
       connections: z.number().int().min(1).default(128).describe("Keep-alive connections to the upstream."),
+      keepAliveTimeout: duration
+        .prefault("1s")
+        .describe(
+          "How long an idle pooled connection is kept; keep it below the backend's own idle timeout, so " +
+            "that the gateway, never the backend, closes an idle connection (a close that crosses a request " +
+            "on the wire makes its outcome unknown). A shorter Keep-Alive hint from the backend wins. By default, 1s.",
+        ),
     },
     {
       error: (issue) =>

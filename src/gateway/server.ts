@@ -49,6 +49,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     url: config.upstream.url,
     timeoutMs: config.upstream.timeout,
     connections: config.upstream.connections,
+    keepAliveTimeoutMs: config.upstream.keepAliveTimeout,
   });
   // The engine is built first so that metrics can read its gauges; it sees the store through the
   // measuring wrapper.

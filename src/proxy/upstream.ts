@@ -10,6 +10,8 @@ export interface UpstreamOptions {
   url: string;
   timeoutMs: number;
   connections: number;
+  /** Idle time after which a pooled connection is closed (undici also honours a shorter Keep-Alive hint). */
+  keepAliveTimeoutMs?: number;
 }
 
 export interface OutboundRequest {
@@ -66,6 +68,9 @@ export class Upstream {
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
       connectTimeout: Math.min(options.timeoutMs, 10_000),
+      // Both: the first applies when the backend sends no Keep-Alive hint, the second caps its hint.
+      keepAliveTimeout: options.keepAliveTimeoutMs ?? 1_000,
+      keepAliveMaxTimeout: options.keepAliveTimeoutMs ?? 1_000,
     });
   }
 

@@ -11,10 +11,15 @@ type Op = "get" | "begin" | "extend" | "complete" | "markUnknown" | "release";
 export function loseReplies(inner: IdempotencyStore): {
   store: IdempotencyStore;
   loseNext(op: Op): void;
+  /** The next `times` calls of `op` fail without reaching the store (it is unreachable). */
+  failNext(op: Op, times: number): void;
   lastKey(op: Op): string | undefined;
+  calls(op: Op): number;
 } {
   const toLose = new Set<Op>();
+  const toFail = new Map<Op, number>();
   const keys = new Map<Op, string>();
+  const counts = new Map<Op, number>();
   const store = new Proxy(inner, {
     get(target, prop, receiver) {
       const value = Reflect.get(target, prop, receiver);
@@ -22,6 +27,12 @@ export function loseReplies(inner: IdempotencyStore): {
       return async (...args: unknown[]) => {
         const op = prop as Op;
         if (typeof args[0] === "string") keys.set(op, args[0]);
+        counts.set(op, (counts.get(op) ?? 0) + 1);
+        const failing = toFail.get(op) ?? 0;
+        if (failing > 0) {
+          toFail.set(op, failing - 1);
+          throw new StoreUnavailableError(`${op}: unreachable (injected)`);
+        }
         const result = await value.apply(target, args);
         if (toLose.delete(op)) throw new StoreUnavailableError(`${op}: reply lost (injected)`);
         return result;
@@ -31,6 +42,8 @@ export function loseReplies(inner: IdempotencyStore): {
   return {
     store,
     loseNext: (op) => toLose.add(op),
+    failNext: (op, times) => toFail.set(op, times),
     lastKey: (op) => keys.get(op),
+    calls: (op) => counts.get(op) ?? 0,
   };
 }

@@ -3,6 +3,7 @@
  * after the path it closes). Black-box: a real gateway, a real backend, real sockets; the store is a
  * real one, wrapped only where a fault (a lost reply) has to be injected.
  */
+import { type AddressInfo, createServer, type Server } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Invoice, type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
 import type { RunningGateway } from "../../src/gateway/index.js";
@@ -117,5 +118,41 @@ describe("exactly once at the edges", () => {
     const retry = await send(`${gateway.url}/pay`, { headers, body: "{}" });
     expect(retry.status).toBe(200);
     expect(upstream.calls).toHaveLength(1);
+  });
+});
+
+describe("keep-alive connections to the upstream", () => {
+  let backendServer: Server | undefined;
+  afterEach(async () => {
+    await new Promise((resolve) => backendServer?.close(resolve) ?? resolve(undefined));
+    backendServer = undefined;
+  });
+
+  it("path 8: the gateway closes an idle connection before a backend with a shorter idle timeout does", async () => {
+    // A backend that keeps connections 2.5 s and says nothing about it (no Keep-Alive hint), as many
+    // do; undici's own default (4 s) would leave it to the backend to close, and a close that crosses
+    // the next request on the wire leaves that request's outcome unknown.
+    let closeFirst!: (by: "gateway" | "backend") => void;
+    const closedBy = new Promise<"gateway" | "backend">((resolve) => {
+      closeFirst = resolve;
+    });
+    backendServer = createServer((socket) => {
+      const idle = setTimeout(() => {
+        closeFirst("backend");
+        socket.destroy();
+      }, 2_500);
+      socket.on("data", () => socket.write("HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok"));
+      socket.on("end", () => {
+        clearTimeout(idle);
+        closeFirst("gateway");
+        socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => backendServer?.listen(0, "127.0.0.1", resolve));
+    const { port } = backendServer.address() as AddressInfo;
+    gateway = await startTestGateway({ upstream: `http://127.0.0.1:${port}` });
+    const res = await send(`${gateway.url}/pay`, { headers: { "idempotency-key": "idle-1" }, body: "{}" });
+    expect(res.status).toBe(201);
+    expect(await closedBy).toBe("gateway");
   });
 });

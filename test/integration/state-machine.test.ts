@@ -24,7 +24,9 @@ describe("state machine model: memory", () => {
     // The store's own default clock (monotonic), driven by the fake timers; the sweeper is kept out
     // of the way so that advancing a month does not run it a hundred thousand times.
     const store = new MemoryStore({ sweepIntervalMs: 7 * 86_400_000 });
-    const advance = (ms: number) => vi.advanceTimersByTimeAsync(ms);
+    const advance = async (ms: number) => {
+      await vi.advanceTimersByTimeAsync(ms);
+    };
     const fx: ModelFixture = {
       store,
       leaseLapse: () => advance(MODEL_LEASE_MS + 1),

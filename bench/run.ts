@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as hdr from "hdr-histogram-js";
+import { Redis } from "ioredis";
 import { Agent, Pool, request } from "undici";
 import { DEFAULT_BODY, Pattern, runStorm } from "../src/storm/index.js";
 
@@ -76,6 +77,8 @@ async function peakRssMb(pid: number | undefined): Promise<number> {
 }
 
 interface LoadResult {
+  /** Every request sent, warm-up included (what a store saw). */
+  sent: number;
   rps: number;
   p50: number;
   p90: number;
@@ -122,6 +125,7 @@ async function load(
   await pool.close();
   const ms = (us: number) => Math.round(us / 10) / 100;
   return {
+    sent: seq,
     rps: Math.round((count / elapsed) * 1000),
     p50: ms(histogram.getValueAtPercentile(50)),
     p90: ms(histogram.getValueAtPercentile(90)),
@@ -133,9 +137,14 @@ async function load(
 const json = { "content-type": "application/json" };
 const invoice = (i: number) => JSON.stringify({ invoiceNumber: `B-${i}`, transactionId: "T", amount: i });
 const direct = (i: number) => ({ method: "POST" as const, headers: json, body: invoice(i) });
+/**
+ * A new key for every request of every round: a per-load counter would give later rounds the first
+ * round's keys again, and they would be replays.
+ */
+let freshKeys = 0;
 const fresh = (run: string) => (i: number) => ({
   method: "POST" as const,
-  headers: { ...json, "idempotency-key": `${run}-${i}` },
+  headers: { ...json, "idempotency-key": `${run}-${freshKeys++}` },
   body: invoice(i),
 });
 const replay = () => ({
@@ -150,6 +159,8 @@ interface Row {
   ratio?: number;
   target?: number;
   rss?: number;
+  /** Store round trips per request (Redis scenarios): top-level script calls over requests sent. */
+  roundTrips?: number;
 }
 
 type Make = Parameters<typeof load>[1];
@@ -164,7 +175,7 @@ async function versus(
   baseUrl: string,
   url: string,
   make: Make,
-): Promise<{ result: LoadResult; ratio: number }> {
+): Promise<{ result: LoadResult; ratio: number; sent: number }> {
   const ratios: number[] = [];
   const results: LoadResult[] = [];
   for (let round = 0; round < ROUNDS; round++) {
@@ -175,12 +186,42 @@ async function versus(
   }
   const ratio = median(ratios);
   const mid = results[ratios.indexOf(ratio)] as LoadResult;
-  return { result: mid, ratio };
+  return { result: mid, ratio, sent: results.reduce((n, r) => n + r.sent, 0) };
+}
+
+/** Top-level EVALSHA calls so far: every store operation of the gateway on Redis is one script call. */
+async function scriptCalls(redisUrl: string): Promise<number> {
+  const client = new Redis(redisUrl);
+  try {
+    const stats = await client.info("commandstats");
+    return Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** A Redis scenario, with how many store round trips each of its requests cost. */
+async function versusCounted(redisUrl: string, baseUrl: string, url: string, make: Make) {
+  const before = await scriptCalls(redisUrl);
+  const { sent, ...measured } = await versus(baseUrl, url, make);
+  const calls = (await scriptCalls(redisUrl)) - before;
+  return { ...measured, roundTrips: Math.round((calls / sent) * 100) / 100 };
 }
 
 function table(rows: Row[]): string {
   const lines = [
-    ["scenario", "req/s", "p50 ms", "p90 ms", "p99 ms", "ratio", "target", "peak RSS", "non-2xx"],
+    [
+      "scenario",
+      "req/s",
+      "p50 ms",
+      "p90 ms",
+      "p99 ms",
+      "ratio",
+      "target",
+      "peak RSS",
+      "non-2xx",
+      "store RT/req",
+    ],
   ];
   for (const r of rows) {
     const ratio = r.ratio;
@@ -196,6 +237,7 @@ function table(rows: Row[]): string {
         : `>= ${r.target.toFixed(2)} ${ratio !== undefined && ratio >= r.target ? "met" : "MISSED"}`,
       r.rss === undefined ? "" : `${r.rss} MB`,
       String(r.result.failed),
+      r.roundTrips === undefined ? "" : r.roundTrips.toFixed(2),
     ]);
   }
   const widths = lines[0]?.map((_, c) => Math.max(...lines.map((l) => (l[c] ?? "").length))) ?? [];
@@ -244,12 +286,12 @@ async function main(): Promise<void> {
     rows.push({ name: "replay, memory", ...(await versus(base0, `${gwMem.url}/invoices`, replay)) });
     rows.push({
       name: "first attempt, redis",
-      ...(await versus(base0, `${gwRedis.url}/invoices`, fresh("r"))),
+      ...(await versusCounted(redis.redisUrl, base0, `${gwRedis.url}/invoices`, fresh("r"))),
       target: 0.2,
     });
     rows.push({
       name: "replay, redis",
-      ...(await versus(base0, `${gwRedis.url}/invoices`, replay)),
+      ...(await versusCounted(redis.redisUrl, base0, `${gwRedis.url}/invoices`, replay)),
       target: 0.32,
     });
     const rssMem = await peakRssMb(gwMem.proc.pid);
@@ -270,7 +312,7 @@ async function main(): Promise<void> {
     });
     rows.push({
       name: "first attempt, redis, 20 ms",
-      ...(await versus(base20, `${gw20Redis.url}/invoices`, fresh("r20"))),
+      ...(await versusCounted(redis.redisUrl, base20, `${gw20Redis.url}/invoices`, fresh("r20"))),
       target: 0.9,
     });
 

@@ -5,11 +5,12 @@
  */
 import { type AddressInfo, createServer, type Server } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { type Invoice, type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
+import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
 import type { RunningGateway } from "../../src/gateway/index.js";
 import { MemoryStore } from "../../src/store/index.js";
 import { startTestGateway } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
+import { invoice, invoiceRoute, nextCommit, reconcile } from "../helpers/invoices.js";
 import { loseReplies } from "../helpers/store-faults.js";
 import { gate, startUpstream, type TestUpstream } from "../helpers/upstream.js";
 
@@ -24,31 +25,6 @@ afterEach(async () => {
   backend = undefined;
   upstream = undefined;
 });
-
-const invoiceRoute = (over: Record<string, unknown> = {}) => ({
-  name: "create-invoice",
-  match: { method: "POST", path: "/invoices" },
-  key: { from: ["body:/invoiceNumber", "body:/transactionId"] },
-  scope: ["header:X-Tenant-Id"],
-  ...over,
-});
-const invoice = (n: string) => ({
-  headers: { "x-tenant-id": "acme", "content-type": "application/json" },
-  body: JSON.stringify({ invoiceNumber: n, transactionId: "T-1", amount: 10 }),
-});
-const reconcile = {
-  probe: { path: "/invoices?number={body:/invoiceNumber}&transactionId={body:/transactionId}" },
-  found: [200],
-  notFound: [404],
-};
-
-function nextCommit(): { hook: (i: Invoice) => void; committed: Promise<Invoice> } {
-  let hook!: (i: Invoice) => void;
-  const committed = new Promise<Invoice>((resolve) => {
-    hook = resolve;
-  });
-  return { hook, committed };
-}
 
 describe("exactly once at the edges", () => {
   it("path 1, reconcile races the original: a notFound before the settle time is not trusted", async () => {

@@ -1,10 +1,11 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type Invoice, type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
+import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
 import type { RunningGateway } from "../../src/gateway/index.js";
 import { RecordState } from "../../src/store/index.js";
 import { RedisStore } from "../../src/store/redis.js";
 import { startTestGateway } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
+import { invoice, invoiceRoute, nextCommit, reconcile } from "../helpers/invoices.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
 import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
 
@@ -19,32 +20,6 @@ afterEach(async () => {
   backend = undefined;
   upstream = undefined;
 });
-
-const invoiceRoute = (over: Record<string, unknown> = {}) => ({
-  name: "create-invoice",
-  match: { method: "POST", path: "/invoices" },
-  key: { from: ["body:/invoiceNumber", "body:/transactionId"] },
-  scope: ["header:X-Tenant-Id"],
-  ...over,
-});
-const invoice = (n: string) => ({
-  headers: { "x-tenant-id": "acme", "content-type": "application/json" },
-  body: JSON.stringify({ invoiceNumber: n, transactionId: "T-1", amount: 10 }),
-});
-const reconcile = {
-  probe: { path: "/invoices?number={body:/invoiceNumber}&transactionId={body:/transactionId}" },
-  found: [200],
-  notFound: [404],
-};
-
-/** Resolves at the backend's next commit. */
-function nextCommit(): { hook: (i: Invoice) => void; committed: Promise<Invoice> } {
-  let hook!: (i: Invoice) => void;
-  const committed = new Promise<Invoice>((resolve) => {
-    hook = resolve;
-  });
-  return { hook, committed };
-}
 
 describe("unknown outcomes", () => {
   it("the 31 s story: the client gives up, the backend commits later, the retry gets that commit", async () => {

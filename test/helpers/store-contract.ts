@@ -245,6 +245,18 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
       expect(await store.get(`${key}-never`)).toBeUndefined();
     });
 
+    it("path 3: a begin that arrives late, while an attempt that took over holds the lease, changes nothing", async () => {
+      // A's lease ran out before its begin could matter; B took the key over. Before the fix, A's
+      // begin script (run after its separate lock had expired) overwrote B's record.
+      const a = await acquire(store, key);
+      await fx.advance(LEASE_MS + 100);
+      const b = await acquire(store, key, { takeOverUnknown: true });
+      const late = await store.begin(key, lease({ token: a.token, takeOverUnknown: true }));
+      expect(late).toMatchObject({ acquired: false, record: { state: RecordState.InFlight } });
+      expect(await store.complete(key, a.token, response, TTL_MS)).toBe(false);
+      expect(await store.complete(key, b.token, response, TTL_MS)).toBe(true);
+    });
+
     it("path 2: keeps an in-flight record past its TTL while its lease is extended", async () => {
       const begun = await acquire(store, key, { ttlMs: 400 });
       for (let i = 0; i < 4; i++) {

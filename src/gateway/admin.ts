@@ -89,6 +89,8 @@ function describeRecord(route: string, storeKey: string, record: StoredRecord) {
     createdAt: new Date(record.createdAt).toISOString(),
     expiresAt: new Date(record.expiresAt).toISOString(),
     attempts: record.attempts ?? 0,
+    // An operator resolving an unknown key by hand needs to know whether the backend may still commit it.
+    ...(record.state === RecordState.Unknown ? { settlesInMs: record.settlesInMs } : {}),
     ...(record.state === RecordState.Completed
       ? {
           response: {

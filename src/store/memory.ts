@@ -45,11 +45,14 @@ export interface MemoryStoreOptions {
   attemptCapacity?: number;
 }
 
-/** What a key holds right now, expiry decided: `expired` is an unknown record whose TTL has run out. */
+/**
+ * What a key holds right now, expiry decided: `expired` is an unknown record whose TTL has run out;
+ * `live` says whether it reads as unknown (marked so, or in flight with its lease run out).
+ */
 type Classified =
   | { kind: "free"; entry: Entry | undefined }
   | { kind: "expired"; entry: Entry }
-  | { kind: "record"; entry: Entry; record: StoredRecord };
+  | { kind: "live"; entry: Entry; unknown: boolean };
 
 /**
  * The embedded store: one process, records in a Map, leases as timestamps on a monotonic clock.
@@ -79,26 +82,22 @@ export class MemoryStore implements IdempotencyStore {
 
   async get(key: string): Promise<StoredRecord | undefined> {
     const c = this.classify(key);
-    return c.kind === "record" ? c.record : undefined;
+    return c.kind === "live" ? this.view(c.entry, c.unknown) : undefined;
   }
 
   async begin(key: string, lease: Lease): Promise<BeginResult> {
     const c = this.classify(key);
     let took: "fresh" | "unknown" | "expired" = c.kind === "expired" ? "expired" : "fresh";
     let settlesInMs = 0;
-    if (c.kind === "record" && c.record.state !== RecordState.Released) {
-      const { record } = c;
-      if (
-        record.state !== RecordState.Unknown ||
-        !lease.takeOverUnknown ||
-        record.fingerprint !== lease.fingerprint
-      ) {
-        return { acquired: false, record };
+    const now = this.now();
+    // A released record is there for the waiters only: to a new request the key is free.
+    if (c.kind === "live" && c.entry.state !== RecordState.Released) {
+      if (!c.unknown || !lease.takeOverUnknown || c.entry.fingerprint !== lease.fingerprint) {
+        return { acquired: false, record: this.view(c.entry, c.unknown) };
       }
       took = "unknown";
-      settlesInMs = record.settlesInMs;
+      settlesInMs = Math.max(0, c.entry.settleUntil - now);
     }
-    const now = this.now();
     const previous = c.entry;
     this.entries.set(key, {
       state: RecordState.InFlight,
@@ -158,17 +157,14 @@ export class MemoryStore implements IdempotencyStore {
   async release(key: string, token: string, response?: StoredResponse, holdMs = 0): Promise<boolean> {
     const entry = this.owned(key, token);
     if (!entry) return false;
-    if (!(response && holdMs > 0) && entry.took === "unknown") {
-      // Nothing was sent: the earlier request's outcome is as unknown as before.
-      entry.state = RecordState.Unknown;
-      entry.token = "";
-      this.notify(key);
-      return true;
-    }
     if (response && holdMs > 0) {
       entry.state = RecordState.Released;
       entry.response = response;
       Object.assign(entry, this.lifetime(this.now(), holdMs, 0));
+    } else if (entry.took === "unknown") {
+      // Nothing was sent: the earlier request's outcome is as unknown as before.
+      entry.state = RecordState.Unknown;
+      entry.token = "";
     } else {
       this.entries.delete(key);
     }
@@ -204,7 +200,7 @@ export class MemoryStore implements IdempotencyStore {
 
   async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
     const c = this.classify(key);
-    if (c.kind !== "record" || c.record.state !== RecordState.Unknown) return false;
+    if (c.kind !== "live" || !c.unknown) return false;
     const { entry } = c;
     if (response) {
       entry.state = RecordState.Completed;
@@ -257,7 +253,7 @@ export class MemoryStore implements IdempotencyStore {
   /** Whether the key is no longer in flight, and its record then. */
   private settledRecord(key: string): { done: boolean; record: StoredRecord | undefined } {
     const c = this.classify(key);
-    const record = c.kind === "record" ? c.record : undefined;
+    const record = c.kind === "live" ? this.view(c.entry, c.unknown) : undefined;
     return { done: record?.state !== RecordState.InFlight, record };
   }
 
@@ -282,7 +278,7 @@ export class MemoryStore implements IdempotencyStore {
   private owned(key: string, token: string): Entry | undefined {
     const c = this.classify(key);
     // A record past its TTL counts for no one, not even the attempt that wrote it.
-    const entry = c.kind === "record" ? c.entry : undefined;
+    const entry = c.kind === "live" ? c.entry : undefined;
     return entry?.state === RecordState.InFlight && entry.token === token ? entry : undefined;
   }
 
@@ -308,28 +304,21 @@ export class MemoryStore implements IdempotencyStore {
       entry.state === RecordState.Unknown ||
       (entry.state === RecordState.InFlight && entry.leaseUntil <= now);
     if (entry.expires <= now) return unknown ? { kind: "expired", entry } : { kind: "free", entry };
-    if (entry.state === RecordState.Released) {
-      // Waiters read it; to a new request it is free.
-      return {
-        kind: "record",
-        entry,
-        record: { ...this.base(entry, now), state: RecordState.Released, response: entry.response },
-      };
-    }
-    return { kind: "record", entry, record: this.view(entry, now, unknown) };
+    return { kind: "live", entry, unknown };
   }
 
-  private base(entry: Entry, now: number) {
-    return {
+  /** The record as callers see it; built only where one is returned, not on every write's check. */
+  private view(entry: Entry, unknown: boolean): StoredRecord {
+    const now = this.now();
+    const base = {
       fingerprint: entry.fingerprint,
       createdAt: entry.createdAt,
       expiresAt: Date.now() + (entry.expires - now),
       ...(entry.attempts ? { attempts: entry.attempts } : {}),
     };
-  }
-
-  private view(entry: Entry, now: number, unknown: boolean): StoredRecord {
-    const base = this.base(entry, now);
+    if (entry.state === RecordState.Released) {
+      return { ...base, state: RecordState.Released, response: entry.response };
+    }
     if (entry.state === RecordState.Completed && entry.response) {
       return { ...base, state: RecordState.Completed, response: entry.response };
     }

@@ -117,13 +117,13 @@ const SCRIPTS = {
       if settle > 0 then redis.call('SET', KEYS[3], '1', 'PX', lease + settle) end
     end
     return {took, settles}`,
-  // ARGV: token, (unused), leaseMs, ttlMs, settleMs. A lease that ran out is not revived.
+  // ARGV: token, leaseMs, ttlMs, settleMs. A lease that ran out is not revived.
   idemExtend: `${PRELUDE}
     if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
     local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
     if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end
     local t = now()
-    local lease, ttl, settle = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+    local lease, ttl, settle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
     redis.call('PEXPIRE', KEYS[2], lease)
     redis.call('HSET', KEYS[1], 'expires', t + lease + ttl)
     redis.call('PEXPIRE', KEYS[1], lease + 2 * ttl)
@@ -199,10 +199,10 @@ const SCRIPTS = {
       if rec ~= KEYS[1] and redis.call('EXISTS', rec) == 1 then redis.call('HINCRBY', rec, 'attempts', 1) end
     end
     return #ARGV - 1`,
-  // ARGV: (unused), channel.
+  // ARGV: channel.
   idemPurge: `
     local n = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-    redis.call('PUBLISH', ARGV[2], 'purged')
+    redis.call('PUBLISH', ARGV[1], 'purged')
     return n`,
 } as const;
 
@@ -318,7 +318,7 @@ export class RedisStore implements IdempotencyStore {
 
   async extend(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const reply = await this.call("extend", () =>
-      this.redis.idemExtendBuffer(...this.keys(key), token, "", times.leaseMs, times.ttlMs, times.settleMs),
+      this.redis.idemExtendBuffer(...this.keys(key), token, times.leaseMs, times.ttlMs, times.settleMs),
     );
     return reply === 1;
   }
@@ -422,7 +422,7 @@ export class RedisStore implements IdempotencyStore {
 
   async purge(key: string): Promise<boolean> {
     const reply = await this.call("purge", () =>
-      this.redis.idemPurgeBuffer(...this.keys(key), "", this.channel(key)),
+      this.redis.idemPurgeBuffer(...this.keys(key), this.channel(key)),
     );
     return typeof reply === "number" && reply > 0;
   }

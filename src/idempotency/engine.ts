@@ -135,11 +135,7 @@ export class IdempotencyEngine {
     if (record.fingerprint !== fingerprint) throw new KeyReusedError();
     switch (record.state) {
       case RecordState.Completed:
-        return {
-          response: record.response,
-          replayed: record.response.reconciled ? "reconciled" : true,
-          outcome: Outcome.Replayed,
-        };
+        return replay(record.response, Outcome.Replayed);
       case RecordState.Unknown:
         throw new OutcomeUnknownError();
       case RecordState.InFlight:
@@ -346,18 +342,17 @@ function times(settings: RouteSettings, sent: boolean): LeaseTimes {
   return { leaseMs: settings.lockTtlMs, ttlMs: settings.ttlMs, settleMs: sent ? settings.settleMs : 0 };
 }
 
+/** An answer this request did not execute for: marked replayed, or reconciled when a probe found it. */
+function replay(response: StoredResponse, outcome: Outcome): EngineResult {
+  return { response, replayed: response.reconciled ? "reconciled" : true, outcome };
+}
+
 /** What a request that waited on a concurrent duplicate gets: that duplicate's answer, or a 409. */
 function answerAfterWait(record: StoredRecord | undefined, fingerprint: string): EngineResult {
   if (record && record.fingerprint !== fingerprint) throw new KeyReusedError();
-  if (record?.state === RecordState.Completed) {
-    return {
-      response: record.response,
-      replayed: record.response.reconciled ? "reconciled" : true,
-      outcome: Outcome.Waited,
-    };
-  }
+  if (record?.state === RecordState.Completed) return replay(record.response, Outcome.Waited);
   if (record?.state === RecordState.Released && record.response) {
-    return { response: record.response, replayed: true, outcome: Outcome.Waited };
+    return replay(record.response, Outcome.Waited);
   }
   if (record?.state === RecordState.Unknown) throw new OutcomeUnknownError();
   throw new AttemptNotStoredError();

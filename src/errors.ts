@@ -56,6 +56,13 @@ export class InvalidBodyError extends GatewayError {
   }
 }
 
+/** `unmatched: reject`: the deployment names every path it serves, and this is none of them. */
+export class NoRouteError extends GatewayError {
+  constructor() {
+    super("NO_ROUTE", 404, "No route", "no route of the gateway matches this method and path");
+  }
+}
+
 export class BodyTooLargeError extends GatewayError {
   constructor(limit: number) {
     super("BODY_TOO_LARGE", 413, "Request body too large", `the body exceeds ${limit} bytes`, { limit });

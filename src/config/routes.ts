@@ -66,10 +66,26 @@ function escapeRegex(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
 
-/** `/callbacks/:robot` → /^\/callbacks\/([^/]+)$/ with params ["robot"]; a final `*` matches the rest. */
-export function compilePattern(pattern: string): { regex: RegExp; paramNames: string[] } {
+export interface PatternOptions {
+  /** Letters must match in case; by default they need not. */
+  caseSensitive?: boolean;
+  /** "ignore" (default): `/invoices/` matches `/invoices` and the other way round. */
+  trailingSlash?: "ignore" | "strict";
+}
+
+/**
+ * `/callbacks/:robot` → /^\/callbacks\/([^/]+)\/?$/i with params ["robot"]; a final `*` matches the
+ * rest. Case-insensitive and trailing-slash tolerant by default, because a backend that reads
+ * `/Invoices/` as `/invoices` must not receive it unprotected.
+ */
+export function compilePattern(
+  pattern: string,
+  options: PatternOptions = {},
+): { regex: RegExp; paramNames: string[] } {
   const paramNames: string[] = [];
-  const segments = pattern.split("/").map((segment, i, all) => {
+  const ignoreSlash = options.trailingSlash !== "strict";
+  const trimmed = ignoreSlash && pattern.length > 1 ? pattern.replace(/\/+$/, "") : pattern;
+  const segments = trimmed.split("/").map((segment, i, all) => {
     if (segment.startsWith(":") && segment.length > 1) {
       paramNames.push(segment.slice(1));
       return "([^/]+)";
@@ -80,7 +96,12 @@ export function compilePattern(pattern: string): { regex: RegExp; paramNames: st
     }
     return escapeRegex(segment);
   });
-  return { regex: new RegExp(`^${segments.join("/")}$`), paramNames };
+  const last = paramNames.at(-1) === "*" || trimmed === "/";
+  const tail = ignoreSlash && !last ? "\\/?" : "";
+  return {
+    regex: new RegExp(`^${segments.join("/")}${tail}$`, options.caseSensitive ? "" : "i"),
+    paramNames,
+  };
 }
 
 /** What route settings need to know of the rest of the config. */
@@ -128,8 +149,11 @@ function decodeParam(raw: string): string {
 export class RouteTable {
   readonly routes: readonly CompiledRoute[];
   readonly fallback: CompiledRoute;
+  /** What requests that match no route get: the fallback route, or 404. */
+  readonly unmatched: "passthrough" | "reject";
 
-  constructor(config: Pick<Config, "defaults" | "routes" | "upstream">) {
+  constructor(config: Pick<Config, "defaults" | "routes" | "upstream"> & Partial<Pick<Config, "unmatched">>) {
+    this.unmatched = config.unmatched ?? "passthrough";
     const context = { upstreamTimeoutMs: config.upstream.timeout };
     this.routes = config.routes.map((r) => {
       const m = r.match.method;
@@ -140,7 +164,7 @@ export class RouteTable {
         protect: r.protect,
         fallback: false,
         settings: mergeSettings(config.defaults, r, context),
-        ...compilePattern(r.match.path),
+        ...compilePattern(r.match.path, r.match),
       };
     });
     // Unmatched requests are protected only by a client key, never by derived fields.

@@ -160,6 +160,14 @@ const routeSchema = z.strictObject({
   match: z.strictObject({
     method: z.union([method, z.array(method).min(1)]).optional(),
     path: z.string().startsWith("/", 'a path pattern starts with "/"'),
+    caseSensitive: z
+      .boolean()
+      .default(false)
+      .describe("Match letters in their case only. By default, /Invoices matches /invoices."),
+    trailingSlash: z
+      .enum(["ignore", "strict"])
+      .default("ignore")
+      .describe("ignore: /invoices/ matches /invoices and the other way round. By default, ignore."),
   }),
   protect: z.boolean().default(true).describe("false makes the route a plain pass-through."),
   methods: settingsShape.methods.optional(),
@@ -253,6 +261,13 @@ export const configSchema = z.strictObject({
         .describe("Bearer token of the admin API."),
     })
     .prefault({}),
+  unmatched: z
+    .enum(["passthrough", "reject"])
+    .default("passthrough")
+    .describe(
+      "What a request that matches no route gets: passthrough (protected only with an Idempotency-Key " +
+        "header) or reject (404). By default, passthrough.",
+    ),
   defaults: defaultsSchema,
   routes: z.array(routeSchema).default([]),
 });

@@ -5,7 +5,7 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
 import type { Logger } from "pino";
 import type { CompiledRoute, ReconcileRule, RouteTable } from "../config/index.js";
-import { GatewayError, StoreUnavailableError } from "../errors.js";
+import { GatewayError, NoRouteError, StoreUnavailableError } from "../errors.js";
 import {
   deriveKey,
   type IdempotencyEngine,
@@ -25,6 +25,7 @@ import {
   RequestOutcome,
 } from "./observe.js";
 import { toProblem } from "./problem.js";
+import { normalizeTarget } from "./target.js";
 
 export interface GatewayDeps {
   routes: RouteTable;
@@ -61,6 +62,11 @@ function clientInfo(incoming: IncomingMessage, requestId?: string): ClientInfo {
   };
 }
 
+/** What is forwarded: the normalized path that routes matched, and the query as sent. */
+function forwardedTarget(view: RequestView): string {
+  return view.rawQuery ? `${view.path}?${view.rawQuery}` : view.path;
+}
+
 /** Writes a stored (or just stored) response; first answers and replays go out byte for byte alike. */
 function writeStored(
   outgoing: ServerResponse,
@@ -80,7 +86,11 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   const { routes, engine, upstream, logger } = deps;
   const app = new Hono<Env>();
 
-  async function passThrough(incoming: IncomingMessage, outgoing: ServerResponse): Promise<Response> {
+  async function passThrough(
+    incoming: IncomingMessage,
+    outgoing: ServerResponse,
+    target: string,
+  ): Promise<Response> {
     const declared = Number(incoming.headers["content-length"] ?? Number.NaN);
     const chunked = incoming.headers["transfer-encoding"] !== undefined;
     // A small body of declared length goes upstream in one write with its headers; anything larger
@@ -96,7 +106,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     await upstream.streamTo(
       {
         method: incoming.method as string,
-        path: incoming.url as string,
+        path: target,
         headers: upstreamRequestHeaders(
           incoming.rawHeaders,
           clientInfo(incoming, requestIdOf(incoming)),
@@ -112,15 +122,15 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   /** A protected request's upstream call, timed for the request's event. */
   function forwardBuffered(
     incoming: IncomingMessage,
-    body: Uint8Array,
+    view: RequestView,
     ev: RequestEvent,
   ): Promise<StoredResponse> {
     const started = performance.now();
     const sent = upstream.sendBuffered({
       method: incoming.method as string,
-      path: incoming.url as string,
+      path: forwardedTarget(view),
       headers: upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming, ev.requestId), true),
-      body,
+      body: view.body,
     });
     const done = () => {
       ev.upstreamMs = (ev.upstreamMs ?? 0) + (performance.now() - started);
@@ -167,7 +177,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     const fields = new RequestFields(view);
     const key = deriveKey(route, fields);
     if (!key) {
-      const response = await forwardBuffered(incoming, view.body, ev);
+      const response = await forwardBuffered(incoming, view, ev);
       ev.outcome = RequestOutcome.Executed;
       ev.status = response.status;
       writeStored(outgoing, response, false);
@@ -182,7 +192,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
         route.settings,
         key.storeKey,
         key.fingerprint,
-        () => forwardBuffered(incoming, view.body, ev),
+        () => forwardBuffered(incoming, view, ev),
         rule && (() => probe(rule, fields, incoming, ev)),
       );
       ev.outcome = outcomeOfResult(result.outcome);
@@ -195,7 +205,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
         { route: route.name, requestId: ev.requestId, err: err.message },
         "store unavailable, forwarding unprotected",
       );
-      const response = await forwardBuffered(incoming, view.body, ev);
+      const response = await forwardBuffered(incoming, view, ev);
       ev.outcome = RequestOutcome.Unprotected;
       ev.status = response.status;
       writeStored(outgoing, response, false);
@@ -205,15 +215,15 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   app.all("*", async function idempotency(c) {
     const { incoming, outgoing } = c.env;
     const method = incoming.method as string;
-    const url = incoming.url as string;
-    const q = url.indexOf("?");
-    const path = q < 0 ? url : url.slice(0, q);
+    const { path, rawQuery } = normalizeTarget(incoming.url as string);
     const { route, params } = routes.match(method, path);
+    if (route.fallback && routes.unmatched === "reject") throw new NoRouteError();
     const header = (name: string) => {
       const v = incoming.headers[name];
       return Array.isArray(v) ? v.join(", ") : v;
     };
-    if (!isProtected(route, method, header)) return passThrough(incoming, outgoing);
+    if (!isProtected(route, method, header))
+      return passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path);
 
     const started = performance.now();
     const ev: RequestEvent = {
@@ -229,7 +239,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     const view: RequestView = {
       method,
       path,
-      rawQuery: q < 0 ? "" : url.slice(q + 1),
+      rawQuery,
       header,
       params,
       body: new Uint8Array(),

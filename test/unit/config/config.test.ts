@@ -266,6 +266,26 @@ describe("route table", () => {
     expect(t.match("POST", "/a.b").route.name).toBe("dot");
   });
 
+  it("ignores case and a trailing slash by default, and keeps parameters as sent", () => {
+    const t = new RouteTable(
+      parseConfig({ ...base, routes: [{ name: "cb", match: { path: "/Callbacks/:robot/" } }] }),
+    );
+    expect(t.match("POST", "/callbacks/RoboA").params).toEqual({ robot: "RoboA" });
+    expect(t.match("POST", "/CALLBACKS/RoboA/").route.name).toBe("cb");
+  });
+
+  it("matches case and trailing slash exactly when the route asks", () => {
+    const t = new RouteTable(
+      parseConfig({
+        ...base,
+        routes: [{ name: "x", match: { path: "/invoices", caseSensitive: true, trailingSlash: "strict" } }],
+      }),
+    );
+    expect(t.match("POST", "/invoices").route.name).toBe("x");
+    expect(t.match("POST", "/Invoices").route.fallback).toBe(true);
+    expect(t.match("POST", "/invoices/").route.fallback).toBe(true);
+  });
+
   it("gives unmatched requests the fallback route, which derives no keys", () => {
     const t = new RouteTable(
       parseConfig({ ...base, defaults: { key: { from: ["body:/id"], required: true } } }),

@@ -333,6 +333,7 @@ interface InspectFlags {
   config: string;
   admin?: string;
   scope?: string[];
+  identity?: string;
   headerKey: boolean;
   json: boolean;
 }
@@ -359,6 +360,7 @@ async function inspectCommand(route: string, keys: string[], opts: InspectFlags)
     route,
     ...(byHeader ? { header: keys[0] } : { key: keys.map(value) }),
     scope: (opts.scope ?? []).map(value),
+    ...(opts.identity ? { identity: opts.identity } : {}),
   };
   let res: Response;
   try {
@@ -437,6 +439,10 @@ export function buildCli(): Command {
       ...prev,
       v,
     ])
+    .option(
+      "--identity <hash>",
+      "the caller's identity hash, as the attempt log shows it (keys are scoped by the caller)",
+    )
     .option("--header-key", "the key is an Idempotency-Key even if the route derives keys", false)
     .option("--json", 'read each key and scope value as JSON (42 and "42" are different keys)', false)
     .action(inspectCommand);

@@ -63,6 +63,19 @@ export class NoRouteError extends GatewayError {
   }
 }
 
+/** A header that only a trusted proxy may set (trustProxy.headers) came from another peer. */
+export class UntrustedHeaderError extends GatewayError {
+  constructor(header: string) {
+    super(
+      "UNTRUSTED_HEADER",
+      400,
+      "Header set by an untrusted peer",
+      `${header} is set by a trusted proxy only and this request did not come through one`,
+      { header },
+    );
+  }
+}
+
 export class BodyTooLargeError extends GatewayError {
   constructor(limit: number) {
     super("BODY_TOO_LARGE", 413, "Request body too large", `the body exceeds ${limit} bytes`, { limit });

@@ -2,17 +2,20 @@ import type { Config, DefaultsInput, FingerprintPart, ReconcileRule, RouteInput 
 import type { Source } from "./sources.js";
 
 /**
- * Statuses that a status class in `cache` never covers: they say "not now" rather than giving an
- * outcome (timeout, conflict, too early, rate limited), so a retry must get a fresh attempt. Listing
- * one of them as an exact code still caches it.
+ * Statuses that a status class in `cache` never covers: they say "not now" or "not you" rather than
+ * giving an outcome (unauthenticated, forbidden, timeout, conflict, too early, rate limited), so a
+ * retry must get a fresh attempt; and an answer to a caller without credentials must never be planted
+ * for the real owner of a guessable key. Listing one of them as an exact code still caches it.
  */
-export const NEVER_CACHED_BY_CLASS: ReadonlySet<number> = new Set([408, 409, 425, 429]);
+export const NEVER_CACHED_BY_CLASS: ReadonlySet<number> = new Set([401, 403, 407, 408, 409, 425, 429]);
 
 /** A route's settings after `defaults` are merged in: what the engine reads on every request. */
 export interface RouteSettings {
   methods: ReadonlySet<string>;
   key: { header: string | false; required: boolean; from: readonly Source[] };
   scope: readonly Source[];
+  /** Headers whose values, hashed, make every key the caller's own. */
+  identity: readonly Source[];
   fingerprint: readonly FingerprintPart[];
   ttlMs: number;
   lockTtlMs: number;
@@ -123,6 +126,7 @@ export function mergeSettings(
     methods: new Set(route.methods ?? defaults.methods),
     key: { header: key.header ?? "Idempotency-Key", required: key.required ?? false, from: key.from ?? [] },
     scope: route.scope ?? defaults.scope,
+    identity: route.identity ?? defaults.identity,
     fingerprint: route.fingerprint ?? defaults.fingerprint,
     ttlMs: route.ttl ?? defaults.ttl,
     lockTtlMs: route.lockTtl ?? defaults.lockTtl,

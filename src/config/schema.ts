@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { parseSource, parseTemplate, type Source, type Template } from "./sources.js";
-import { parseDuration, parseSize } from "./units.js";
+import { isAddressOrSubnet, parseDuration, parseSize } from "./units.js";
 
 const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const ms = parseDuration(value);
@@ -106,6 +106,10 @@ const keyRule = z.strictObject({
 });
 export type KeyRule = z.output<typeof keyRule>;
 
+const identitySource = source.refine((s) => s.kind === "header", {
+  message: "an identity is read from a header (Authorization, or one a trusted proxy sets)",
+});
+
 /** Settings every route inherits from `defaults` and may override field by field. */
 const settingsShape = {
   methods: z
@@ -116,6 +120,12 @@ const settingsShape = {
   scope: z
     .array(source)
     .describe("Sources that partition keys, e.g. a trusted tenant header. By default, none."),
+  identity: z
+    .array(identitySource)
+    .describe(
+      "Headers that identify the caller; their values, hashed, are part of every key, so that callers never " +
+        "share answers. [] turns it off (with a warning). By default, header:Authorization.",
+    ),
   fingerprint: z
     .array(fingerprintPart)
     .describe("What must match on a retry for it to be replayed. By default, method, path and body."),
@@ -140,6 +150,7 @@ const defaultsSchema = z
     methods: settingsShape.methods.default(["POST", "PUT", "PATCH", "DELETE"]),
     key: keyRule.prefault({}),
     scope: settingsShape.scope.default([]),
+    identity: settingsShape.identity.prefault(["header:Authorization"]),
     fingerprint: settingsShape.fingerprint.prefault(["method", "path", "body"]),
     ttl: settingsShape.ttl.prefault("24h"),
     lockTtl: settingsShape.lockTtl.prefault("10s"),
@@ -173,6 +184,7 @@ const routeSchema = z.strictObject({
   methods: settingsShape.methods.optional(),
   key: keyRule.optional(),
   scope: settingsShape.scope.optional(),
+  identity: settingsShape.identity.optional(),
   fingerprint: settingsShape.fingerprint.optional(),
   ttl: settingsShape.ttl.optional(),
   lockTtl: settingsShape.lockTtl.optional(),
@@ -259,6 +271,24 @@ export const configSchema = z.strictObject({
         .min(16, "use at least 16 characters")
         .optional()
         .describe("Bearer token of the admin API."),
+    })
+    .prefault({}),
+  trustProxy: z
+    .strictObject({
+      addresses: z
+        .array(z.string().refine(isAddressOrSubnet, "expected an IP address or a subnet such as 10.0.0.0/8"))
+        .default([])
+        .describe(
+          "Peers (IPs or subnets) whose X-Forwarded-*/Forwarded headers, and the headers below, are believed. " +
+            "By default, none: those headers are overwritten.",
+        ),
+      headers: z
+        .array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "invalid header name"))
+        .default([])
+        .describe(
+          "Headers only a trusted proxy sets (a tenant or client-certificate header); from any other peer a " +
+            "request carrying one is refused with 400.",
+        ),
     })
     .prefault({}),
   unmatched: z

@@ -1,4 +1,41 @@
 import type { Config } from "./schema.js";
+import type { Source } from "./sources.js";
+
+/** Headers a client cannot set for another caller: its own credentials. */
+const CREDENTIALS = new Set(["authorization", "cookie"]);
+
+/**
+ * Whether a route's keys are the caller's own: scoped by an identity, or by a scope header that only a
+ * trusted proxy sets. Anything else lets one caller read or pre-empt another's answers.
+ */
+function isolationWarnings(
+  where: string,
+  identity: readonly Source[],
+  scope: readonly Source[],
+  from: readonly Source[],
+  trusted: ReadonlySet<string>,
+): string[] {
+  const out: string[] = [];
+  const byTrusted = (s: Source) => s.kind === "header" && (CREDENTIALS.has(s.name) || trusted.has(s.name));
+  for (const s of identity) {
+    if (!byTrusted(s)) {
+      out.push(
+        `${where}.identity: ${s.text} is set by the client, so any caller can claim another's identity; ` +
+          "list it in trustProxy.headers when a trusted proxy sets it",
+      );
+    }
+  }
+  if (identity.length === 0 && !scope.some(byTrusted)) {
+    const keys =
+      from.length > 0 ? `the same ${from.map((s) => s.text).join(", ")}` : "the same Idempotency-Key";
+    out.push(
+      `${where}: keys are not scoped by the caller's identity (identity is empty${
+        scope.length > 0 ? " and the scope is set by the client" : ""
+      }): callers sending ${keys} share one stored answer; use identity: [header:Authorization] or a scope header from trustProxy.headers`,
+    );
+  }
+  return out;
+}
 
 /**
  * Settings that are legal but risky, said once at start (Caddy's Provision() habit) and by
@@ -16,16 +53,21 @@ export function configWarnings(config: Config): string[] {
       "defaults.onUnknown: retry: a retry after an unknown outcome is forwarded again (at-least-once)",
     );
   }
+  const trusted = new Set(config.trustProxy.headers.map((h) => h.toLowerCase()));
+  if (trusted.size > 0 && config.trustProxy.addresses.length === 0) {
+    out.push(
+      "trustProxy.headers: no trustProxy.addresses are given, so every request carrying one of these headers is refused",
+    );
+  }
+  out.push(...isolationWarnings("defaults", config.defaults.identity, config.defaults.scope, [], trusted));
   config.routes.forEach((route, i) => {
     const where = `routes[${i}] "${route.name}"`;
     if (!route.protect) return;
     const from = route.key?.from ?? config.defaults.key.from ?? [];
+    const identity = route.identity ?? config.defaults.identity;
     const scope = route.scope ?? config.defaults.scope;
-    if (from.length > 0 && scope.length === 0) {
-      out.push(
-        `${where}: keys derived from business fields (${from.map((s) => s.text).join(", ")}) and no scope: ` +
-          "callers of different tenants sending the same values share one response; add a scope such as header:X-Tenant-Id",
-      );
+    if (route.identity || route.scope || from.length > 0) {
+      out.push(...isolationWarnings(where, identity, scope, from, trusted));
     }
     if (route.onUnknown === "retry") {
       out.push(

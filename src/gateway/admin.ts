@@ -60,6 +60,10 @@ const keyRef = z
     header: z.string().min(1).optional(),
     key: z.array(z.unknown()).min(1).optional(),
     scope: z.array(z.unknown()).default([]),
+    identity: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{43}$/, "the caller's identity hash, as the attempt log shows it")
+      .optional(),
   })
   .refine((v) => (v.header === undefined) !== (v.key === undefined), {
     message: 'give either "header" (the Idempotency-Key value) or "key" (the key fields, in order)',
@@ -152,8 +156,8 @@ export function createAdminApp(deps: AdminDeps): Hono {
       return problem(404, "NO_SUCH_ROUTE", "No such route", `there is no route named "${ref.route}"`);
     const storeKey =
       ref.header !== undefined
-        ? storeKeyFor(route.name, ref.scope, "header", [ref.header])
-        : storeKeyFor(route.name, ref.scope, "derived", ref.key ?? []);
+        ? storeKeyFor(route.name, ref.scope, "header", [ref.header], ref.identity)
+        : storeKeyFor(route.name, ref.scope, "derived", ref.key ?? [], ref.identity);
     return { route, storeKey };
   }
 

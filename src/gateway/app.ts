@@ -5,7 +5,7 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
 import type { Logger } from "pino";
 import type { CompiledRoute, ReconcileRule, RouteTable } from "../config/index.js";
-import { GatewayError, NoRouteError, StoreUnavailableError } from "../errors.js";
+import { GatewayError, NoRouteError, StoreUnavailableError, UntrustedHeaderError } from "../errors.js";
 import {
   deriveKey,
   type IdempotencyEngine,
@@ -14,7 +14,14 @@ import {
   RequestFields,
   type RequestView,
 } from "../idempotency/index.js";
-import { type ClientInfo, flatten, type Upstream, upstreamRequestHeaders } from "../proxy/index.js";
+import {
+  type ClientInfo,
+  flatten,
+  normalizeTarget,
+  TrustedProxies,
+  type Upstream,
+  upstreamRequestHeaders,
+} from "../proxy/index.js";
 import type { StoredResponse } from "../store/index.js";
 import { readBody } from "./body.js";
 import {
@@ -25,7 +32,6 @@ import {
   RequestOutcome,
 } from "./observe.js";
 import { toProblem } from "./problem.js";
-import { normalizeTarget } from "./target.js";
 
 export interface GatewayDeps {
   routes: RouteTable;
@@ -37,6 +43,10 @@ export interface GatewayDeps {
   observe: Observer;
   /** Keep request bodies in the attempt log (audit.payloads). */
   auditPayloads?: boolean;
+  /** Peers whose forwarding headers, and `trustedHeaders`, are believed (trustProxy). */
+  trust?: TrustedProxies;
+  /** Lower-case names of headers only a trusted proxy may set. */
+  trustedHeaders?: readonly string[];
 }
 
 type Env = { Bindings: HttpBindings };
@@ -52,9 +62,10 @@ function requestIdOf(incoming: IncomingMessage): string {
   return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
 }
 
-function clientInfo(incoming: IncomingMessage, requestId?: string): ClientInfo {
+function clientInfo(incoming: IncomingMessage, trusted: boolean, requestId?: string): ClientInfo {
   const encrypted = (incoming.socket as { encrypted?: boolean }).encrypted === true;
   return {
+    trusted,
     address: incoming.socket.remoteAddress,
     proto: encrypted ? "https" : "http",
     host: incoming.headers.host,
@@ -84,7 +95,18 @@ function writeStored(
 /** Builds the Hono app that proxies every request, protecting the routes the config names. */
 export function createApp(deps: GatewayDeps): Hono<Env> {
   const { routes, engine, upstream, logger } = deps;
+  const trust = deps.trust ?? new TrustedProxies([]);
+  const trustedHeaders = deps.trustedHeaders ?? [];
   const app = new Hono<Env>();
+  const trusted = (incoming: IncomingMessage) => trust.trusts(incoming.socket.remoteAddress);
+
+  /** A header that only a trusted proxy sets, sent by anyone else, would let a caller name another tenant. */
+  function refuseUntrustedHeaders(incoming: IncomingMessage): void {
+    if (trustedHeaders.length === 0 || trusted(incoming)) return;
+    for (const name of trustedHeaders) {
+      if (incoming.headers[name] !== undefined) throw new UntrustedHeaderError(name);
+    }
+  }
 
   async function passThrough(
     incoming: IncomingMessage,
@@ -109,7 +131,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
         path: target,
         headers: upstreamRequestHeaders(
           incoming.rawHeaders,
-          clientInfo(incoming, requestIdOf(incoming)),
+          clientInfo(incoming, trusted(incoming), requestIdOf(incoming)),
           small,
         ),
         body,
@@ -129,7 +151,11 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     const sent = upstream.sendBuffered({
       method: incoming.method as string,
       path: forwardedTarget(view),
-      headers: upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming, ev.requestId), true),
+      headers: upstreamRequestHeaders(
+        incoming.rawHeaders,
+        clientInfo(incoming, trusted(incoming), ev.requestId),
+        true,
+      ),
       body: view.body,
     });
     const done = () => {
@@ -156,7 +182,11 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       if (isMissing(value)) return Promise.reject(new Error(`${part.text} is missing for the probe`));
       path += encodeURIComponent(typeof value === "string" ? value : JSON.stringify(value));
     }
-    const headers = upstreamRequestHeaders(incoming.rawHeaders, clientInfo(incoming, ev.requestId), true);
+    const headers = upstreamRequestHeaders(
+      incoming.rawHeaders,
+      clientInfo(incoming, trusted(incoming), ev.requestId),
+      true,
+    );
     const withoutBody: string[] = [];
     for (let i = 0; i < headers.length; i += 2) {
       if (!/^content-/i.test(headers[i] as string))
@@ -186,6 +216,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     ev.storeKey = key.storeKey;
     ev.material = key.material;
     ev.scope = key.scope;
+    ev.identity = key.identity;
     try {
       const rule = route.settings.reconcile;
       const result = await engine.handle(
@@ -218,6 +249,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     const { path, rawQuery } = normalizeTarget(incoming.url as string);
     const { route, params } = routes.match(method, path);
     if (route.fallback && routes.unmatched === "reject") throw new NoRouteError();
+    refuseUntrustedHeaders(incoming);
     const header = (name: string) => {
       const v = incoming.headers[name];
       return Array.isArray(v) ? v.join(", ") : v;

@@ -37,7 +37,13 @@ export class AttemptLog {
       route: ev.route,
       storeKey: ev.storeKey,
       material:
-        ev.material === undefined ? undefined : JSON.stringify({ key: ev.material, scope: ev.scope ?? [] }),
+        ev.material === undefined
+          ? undefined
+          : JSON.stringify({
+              key: ev.material,
+              scope: ev.scope ?? [],
+              ...(ev.identity ? { identity: ev.identity } : {}),
+            }),
       outcome: ev.outcome,
       status: ev.status,
       upstreamMs: ev.upstreamMs === undefined ? undefined : Math.round(ev.upstreamMs * 10) / 10,

@@ -45,6 +45,8 @@ export interface RequestEvent {
   /** The key material as the operator knows it (header value or business fields). */
   material?: readonly unknown[] | undefined;
   scope?: readonly unknown[] | undefined;
+  /** Hash of the caller's identity values, never the credential. */
+  identity?: string | undefined;
   outcome: RequestOutcome;
   status: number;
   /** Time spent waiting on the upstream; undefined when it was not called. */

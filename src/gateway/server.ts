@@ -4,7 +4,7 @@ import { type Logger, pino } from "pino";
 import type { Registry } from "prom-client";
 import { type Config, RouteTable } from "../config/index.js";
 import { IdempotencyEngine } from "../idempotency/index.js";
-import { Upstream } from "../proxy/index.js";
+import { TrustedProxies, Upstream } from "../proxy/index.js";
 import { createStore, type IdempotencyStore } from "../store/index.js";
 import { startAdmin } from "./admin.js";
 import { createApp } from "./app.js";
@@ -107,6 +107,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     logger,
     observe,
     auditPayloads: config.audit.payloads,
+    trust: new TrustedProxies(config.trustProxy.addresses),
+    trustedHeaders: config.trustProxy.headers.map((h) => h.toLowerCase()),
   });
   const admin =
     config.admin.port === false

@@ -1,5 +1,6 @@
 import type { RouteTable, Source } from "../config/index.js";
 import { BodyTooLargeError } from "../errors.js";
+import { normalizeTarget, type Target } from "../proxy/target.js";
 import { deriveKey, fingerprintParts, isProtected } from "./keys.js";
 import { RequestFields, type RequestView } from "./request.js";
 
@@ -20,6 +21,8 @@ export interface Explanation {
     kind: "header" | "derived";
     sources: { source: string; value: unknown }[];
     scope: { source: string; value: unknown }[];
+    /** Hash of the caller's identity values; absent when the request carries none. */
+    identity?: string;
     storeKey: string;
   };
   fingerprint?: { part: string; value: unknown }[];
@@ -33,8 +36,13 @@ const zip = (sources: readonly Source[], values: readonly unknown[]) =>
 /** What the gateway would do with one request: the route, the key material, the fingerprint, or the error. */
 export function explain(table: RouteTable, input: ExplainInput): Explanation {
   const method = input.method.toUpperCase();
-  const q = input.url.indexOf("?");
-  const path = q < 0 ? input.url : input.url.slice(0, q);
+  let target: Target;
+  try {
+    target = normalizeTarget(input.url);
+  } catch (err) {
+    return { route: "", pattern: "", params: {}, protected: false, error: err };
+  }
+  const { path, rawQuery } = target;
   const lower = Object.fromEntries(Object.entries(input.headers).map(([k, v]) => [k.toLowerCase(), v]));
   const header = (name: string) => lower[name];
   const { route, params } = table.match(method, path);
@@ -48,7 +56,7 @@ export function explain(table: RouteTable, input: ExplainInput): Explanation {
   const view: RequestView = {
     method,
     path,
-    rawQuery: q < 0 ? "" : input.url.slice(q + 1),
+    rawQuery,
     header,
     params,
     body: input.body,
@@ -68,6 +76,7 @@ export function explain(table: RouteTable, input: ExplainInput): Explanation {
         kind: key.kind,
         sources: keySources,
         scope: zip(route.settings.scope, key.scope),
+        ...(key.identity ? { identity: key.identity } : {}),
         storeKey: key.storeKey,
       };
     }

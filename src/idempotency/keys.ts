@@ -10,6 +10,8 @@ export interface DerivedKey {
   kind: "header" | "derived";
   material: readonly unknown[];
   scope: readonly unknown[];
+  /** Hash of the caller's identity values (route `identity`); undefined when the request carries none. */
+  identity: string | undefined;
   fingerprint: string;
 }
 
@@ -48,26 +50,43 @@ export function deriveKey(route: CompiledRoute, fields: RequestFields): DerivedK
     return undefined;
   }
   const scope = route.settings.scope.map((source) => required(fields, source));
+  const identity = identityOf(route, fields);
   return {
-    storeKey: storeKeyFor(route.name, scope, kind, material),
+    storeKey: storeKeyFor(route.name, scope, kind, material, identity),
     kind,
     material,
     scope,
+    identity,
     fingerprint: fingerprint(route, fields),
   };
 }
 
 /**
- * The stored key: SHA-256 of the canonical encoding of the route, the scope values and the key
- * material. The one place keys are made, for requests and for operators' lookups alike.
+ * The caller's identity as part of a key: a hash of the identity headers' values, so that the
+ * credential itself is never stored or logged. Undefined when none is present: callers without
+ * credentials share one namespace, as nothing tells them apart.
+ */
+function identityOf(route: CompiledRoute, fields: RequestFields): string | undefined {
+  const values = route.settings.identity.map((source) => fields.get(source) ?? null);
+  return values.some((v) => !isMissing(v)) ? sha256(canonicalJson(values)) : undefined;
+}
+
+/**
+ * The stored key: SHA-256 of the canonical encoding of the route, the scope values, the key material
+ * and the caller's identity hash. The one place keys are made, for requests and for operators'
+ * lookups alike. Without an identity the tuple is the one earlier versions stored, so that their
+ * records are still found.
  */
 export function storeKeyFor(
   route: string,
   scope: readonly unknown[],
   kind: DerivedKey["kind"],
   material: readonly unknown[],
+  identity?: string,
 ): string {
-  return sha256(canonicalJson([route, scope, kind, material]));
+  const parts: unknown[] = [route, scope, kind, material];
+  if (identity !== undefined) parts.push(identity);
+  return sha256(canonicalJson(parts));
 }
 
 /** Hash of the parts that must be equal for a retry to count as the same request. */

@@ -14,6 +14,9 @@ const HOP_BY_HOP = new Set([
   "upgrade", // protocol switches are per connection and not proxied
 ]);
 
+/** What a client could spoof about where it connected from; believed from trusted proxies only. */
+const FORWARDING = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);
+
 function connectionListed(value: string | string[] | undefined): Set<string> {
   const out = new Set<string>();
   for (const v of Array.isArray(value) ? value : value ? [value] : []) {
@@ -23,6 +26,8 @@ function connectionListed(value: string | string[] | undefined): Set<string> {
 }
 
 export interface ClientInfo {
+  /** The peer is a trusted proxy: its X-Forwarded-* and Forwarded headers are kept and extended. */
+  trusted: boolean;
   address: string | undefined;
   proto: string;
   host: string | undefined;
@@ -32,7 +37,8 @@ export interface ClientInfo {
 
 /**
  * Headers to send upstream, from Node's flat rawHeaders (name, value, name, value…), order and
- * case kept. Also removed: `host` (the upstream's own is set), `expect` (Node already answered
+ * case kept. X-Forwarded-* and Forwarded from a peer that is not a trusted proxy are dropped and
+ * the gateway's own view is sent instead. Also removed: `host` (the upstream's own is set), `expect` (Node already answered
  * 100-continue, and undici refuses it), and `content-length` when the body is re-sent from a buffer.
  */
 export function upstreamRequestHeaders(
@@ -58,6 +64,7 @@ export function upstreamRequestHeaders(
     if (HOP_BY_HOP.has(lower) || listed.has(lower) || lower === "host" || lower === "expect") continue;
     if (buffered && lower === "content-length") continue;
     if (lower === "x-request-id") hasRequestId = true;
+    if (!client.trusted && (FORWARDING.has(lower) || lower === "forwarded")) continue;
     if (lower === "x-forwarded-for") forwardedFor.push(value);
     else if (lower === "x-forwarded-proto") proto ??= value;
     else if (lower === "x-forwarded-host") host ??= value;

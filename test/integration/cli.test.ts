@@ -140,15 +140,15 @@ describe("check-config --explain", () => {
     expect(passThrough.stdout).toContain("-> route status (/v1/*), pass-through");
   });
 
-  it("warns about a derived-key route without scope", async () => {
+  it("warns about a route whose keys no identity scopes", async () => {
     const file = await tempFile(
-      "noscope.yaml",
-      "upstream: { url: http://127.0.0.1:9 }\nroutes:\n  - name: inv\n    match: { path: /i }\n    key: { from: [body:/n] }\n",
+      "noidentity.yaml",
+      "upstream: { url: http://127.0.0.1:9 }\nroutes:\n  - name: inv\n    match: { path: /i }\n    key: { from: [body:/n] }\n    identity: []\n",
     );
     const r = await runCli(["check-config", "--config", file]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(
-      'warning: routes[0] "inv": keys derived from business fields (body:/n) and no scope',
+      'warning: routes[0] "inv": keys are not scoped by the caller\'s identity (identity is empty): callers sending the same body:/n share one stored answer',
     );
   });
 

@@ -7,15 +7,7 @@ import { configWarnings, parseConfig, parseConfigText } from "../../../src/confi
 const base = { upstream: { url: "http://127.0.0.1:9000" } };
 
 describe("config warnings", () => {
-  it("warns about a derived-key route without scope, naming the route and its fields", () => {
-    const w = configWarnings(
-      parseConfig({ ...base, routes: [{ name: "inv", match: { path: "/i" }, key: { from: ["body:/n"] } }] }),
-    );
-    expect(w).toHaveLength(1);
-    expect(w[0]).toContain('routes[0] "inv": keys derived from business fields (body:/n) and no scope');
-  });
-
-  it("is quiet for a scoped derived-key route, a header-only route and a pass-through route", () => {
+  it("is quiet by default: keys are scoped by the caller's Authorization", () => {
     const w = configWarnings(
       parseConfig({
         ...base,
@@ -27,6 +19,56 @@ describe("config warnings", () => {
       }),
     );
     expect(w).toEqual([]);
+  });
+
+  it("warns about keys that no identity scopes, naming the route and what callers share", () => {
+    const w = configWarnings(
+      parseConfig({
+        ...base,
+        defaults: { identity: [] },
+        routes: [{ name: "inv", match: { path: "/i" }, key: { from: ["body:/n"] }, scope: ["header:T"] }],
+      }),
+    );
+    expect(w).toEqual([
+      expect.stringContaining("defaults: keys are not scoped by the caller's identity"),
+      expect.stringContaining(
+        'routes[0] "inv": keys are not scoped by the caller\'s identity (identity is empty and the scope is set by the client): callers sending the same body:/n',
+      ),
+    ]);
+  });
+
+  it("accepts a scope header that a trusted proxy sets in place of an identity", () => {
+    const w = configWarnings(
+      parseConfig({
+        ...base,
+        trustProxy: { addresses: ["10.0.0.0/8"], headers: ["X-Tenant-Id"] },
+        defaults: { identity: [], scope: ["header:X-Tenant-Id"] },
+      }),
+    );
+    expect(w).toEqual([]);
+  });
+
+  it("warns about an identity header the client sets, and trusted headers without trusted peers", () => {
+    const w = configWarnings(
+      parseConfig({
+        ...base,
+        trustProxy: { headers: ["X-Cert"] },
+        defaults: { identity: ["header:X-Client"] },
+      }),
+    );
+    expect(w).toEqual([
+      expect.stringContaining("trustProxy.headers: no trustProxy.addresses"),
+      expect.stringContaining("defaults.identity: header:X-Client is set by the client"),
+    ]);
+  });
+
+  it("refuses an identity read from anything but a header, and a malformed proxy address", () => {
+    expect(() => parseConfig({ ...base, defaults: { identity: ["body:/user"] } })).toThrow(
+      /defaults.identity\[0\]: an identity is read from a header/,
+    );
+    expect(() => parseConfig({ ...base, trustProxy: { addresses: ["10.0.0.0/33"] } })).toThrow(
+      /trustProxy.addresses\[0\]/,
+    );
   });
 
   it("warns about failMode: open, onUnknown: retry and a route that can never have a key", () => {

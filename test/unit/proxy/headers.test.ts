@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { responseHeaderPairs, upstreamRequestHeaders } from "../../../src/proxy/index.js";
 
 describe("upstream request headers", () => {
-  const client = { address: "10.0.0.9", proto: "http", host: "gw.example" };
+  const client = { trusted: false, address: "10.0.0.9", proto: "http", host: "gw.example" };
 
   it("drops hop-by-hop headers, including those the Connection header names", () => {
     const out = upstreamRequestHeaders(
@@ -35,13 +35,33 @@ describe("upstream request headers", () => {
     ]);
   });
 
-  it("appends to an existing X-Forwarded-For and keeps the first proxy's proto and host", () => {
-    const out = upstreamRequestHeaders(
-      ["X-Forwarded-For", "1.1.1.1", "X-Forwarded-Proto", "https", "X-Forwarded-Host", "public.example"],
-      client,
-      false,
-    );
+  const forwarding = [
+    "X-Forwarded-For",
+    "1.1.1.1",
+    "X-Forwarded-Proto",
+    "https",
+    "X-Forwarded-Host",
+    "public.example",
+    "Forwarded",
+    "for=1.1.1.1",
+  ];
+
+  it("overwrites the forwarding headers of a peer that is not a trusted proxy", () => {
+    expect(upstreamRequestHeaders(forwarding, client, false)).toEqual([
+      "x-forwarded-for",
+      "10.0.0.9",
+      "x-forwarded-proto",
+      "http",
+      "x-forwarded-host",
+      "gw.example",
+    ]);
+  });
+
+  it("appends to a trusted proxy's X-Forwarded-For and keeps its proto, host and Forwarded", () => {
+    const out = upstreamRequestHeaders(forwarding, { ...client, trusted: true }, false);
     expect(out).toEqual([
+      "Forwarded",
+      "for=1.1.1.1",
       "x-forwarded-for",
       "1.1.1.1, 10.0.0.9",
       "x-forwarded-proto",

@@ -42,6 +42,13 @@ export class MissingKeyError extends GatewayError {
   }
 }
 
+/** A key, scope or fingerprint field holds a value that cannot be part of a key exactly. */
+export class InvalidKeyFieldError extends GatewayError {
+  constructor(source: string, reason: string) {
+    super("INVALID_KEY_FIELD", 400, "Key field cannot be used", `${source}: ${reason}`, { source });
+  }
+}
+
 /** The body cannot be read the way a key, scope or fingerprint rule needs it. */
 export class InvalidBodyError extends GatewayError {
   constructor(expected: string, reason: string, options?: ErrorOptions) {

@@ -4,6 +4,7 @@ import {
   InFlightError,
   InvalidBodyError,
   InvalidKeyError,
+  InvalidKeyFieldError,
   KeyReusedError,
   MissingKeyError,
   OutcomeUnknownError,
@@ -82,6 +83,7 @@ export function outcomeOfError(err: unknown): RequestOutcome {
     err instanceof InvalidKeyError ||
     err instanceof MissingKeyError ||
     err instanceof InvalidBodyError ||
+    err instanceof InvalidKeyFieldError ||
     err instanceof BodyTooLargeError
   ) {
     return RequestOutcome.Rejected;

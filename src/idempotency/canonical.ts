@@ -4,19 +4,20 @@ import { createHash } from "node:crypto";
  * JSON with object keys sorted at every depth, so that `{a,b}` and `{b,a}` encode alike while
  * `42` and `"42"` stay distinct. Keys are built from this encoding of a tuple and never by joining
  * strings: "a|b"+"c" and "a"+"b|c" must not collide (fastify-reply-from GHSA-v574-6498-x57v).
+ * Written out directly rather than through a sorted copy: a copy made by assignment would turn a
+ * `__proto__` member into a prototype and encode `{"__proto__":1}` as `{}`.
  */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(sortKeys(value));
-}
-
-function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
   if (value !== null && typeof value === "object") {
-    const out: Record<string, unknown> = {};
-    for (const key of Object.keys(value).sort()) out[key] = sortKeys((value as Record<string, unknown>)[key]);
-    return out;
+    const obj = value as Record<string, unknown>;
+    const members = Object.keys(obj)
+      .sort()
+      .filter((key) => obj[key] !== undefined)
+      .map((key) => `${JSON.stringify(key)}:${canonicalJson(obj[key])}`);
+    return `{${members.join(",")}}`;
   }
-  return value;
+  return JSON.stringify(value) ?? "null";
 }
 
 export function sha256(data: string | Uint8Array): string {

@@ -1,5 +1,5 @@
 import type { CompiledRoute } from "../config/index.js";
-import { MissingKeyError } from "../errors.js";
+import { InvalidKeyFieldError, MissingKeyError } from "../errors.js";
 import { canonicalJson, sha256 } from "./canonical.js";
 import { parseIdempotencyKey } from "./key-header.js";
 import { isMissing, type RequestFields } from "./request.js";
@@ -15,12 +15,20 @@ export interface DerivedKey {
   fingerprint: string;
 }
 
+/**
+ * The largest key or scope value, in its canonical encoding. Key material is kept in the attempt
+ * log for operators; a caller must not make the gateway hold megabytes per request for it.
+ */
+export const MAX_KEY_FIELD_BYTES = 1024;
+
 function required(
   fields: RequestFields,
   source: { text: string } & Parameters<RequestFields["get"]>[0],
 ): unknown {
   const value = fields.get(source);
   if (isMissing(value)) throw new MissingKeyError(source.text);
+  if (Buffer.byteLength(canonicalJson(value)) > MAX_KEY_FIELD_BYTES)
+    throw new InvalidKeyFieldError(source.text, `the value is longer than ${MAX_KEY_FIELD_BYTES} bytes`);
   return value;
 }
 

@@ -240,3 +240,82 @@ describe("callers never see each other's answers", () => {
     });
   });
 });
+
+describe("different operations never collapse into one key", () => {
+  const json = { "content-type": "application/json" };
+  const post = (path: string, body: string | Buffer, headers: Record<string, string> = json) =>
+    send(`${gateway?.url}${path}`, { headers, body });
+
+  it("integers beyond 2^53 are refused with a 400 naming the field, not rounded into another's key", async () => {
+    const { upstream } = await start({ routes: [invoiceRoute] });
+    const a = await post("/invoices", '{"invoiceNumber":"A","transactionId":12345678901234567890}');
+    const b = await post("/invoices", '{"invoiceNumber":"A","transactionId":12345678901234567891}');
+    for (const reply of [a, b]) {
+      expect(reply.status).toBe(400);
+      expect(reply.json()).toMatchObject({ code: "INVALID_KEY_FIELD", source: "body:/transactionId" });
+      expect(String(reply.json().detail)).toContain("send it as a string");
+    }
+    expect(upstream.calls).toHaveLength(0);
+    expect((await post("/invoices", '{"invoiceNumber":"A","transactionId":9007199254740991}')).status).toBe(
+      201,
+    );
+  });
+
+  it("a __proto__ member is a member, not an empty object", async () => {
+    const { upstream } = await start({ routes: [{ ...invoiceRoute, key: { from: ["body:/meta"] } }] });
+    await post("/invoices", '{"meta":{"__proto__":{"x":1}}}');
+    const other = await post("/invoices", '{"meta":{}}');
+    expect(other.headers["idempotent-replayed"]).toBeUndefined();
+    expect(upstream.calls).toHaveLength(2);
+  });
+
+  it.each([
+    [
+      "invalid UTF-8",
+      Buffer.from([
+        0x7b, 0x22, 0x69, 0x6e, 0x76, 0x6f, 0x69, 0x63, 0x65, 0x4e, 0x75, 0x6d, 0x62, 0x65, 0x72, 0x22, 0x3a,
+        0x22, 0xff, 0x22, 0x7d,
+      ]),
+      "not valid UTF-8",
+    ],
+    ["duplicate members", '{"invoiceNumber":"A","invoiceNumber":"B","transactionId":"T"}', "Duplicate key"],
+    [
+      "deep nesting",
+      `{"invoiceNumber":${"[".repeat(100_000)}${"]".repeat(100_000)},"transactionId":"T"}`,
+      "nested deeper",
+    ],
+  ])("%s is a 400, never a guess or a 500", async (_name, body, reason) => {
+    const { upstream } = await start({ routes: [invoiceRoute] });
+    const reply = await post("/invoices", body);
+    expect(reply.status).toBe(400);
+    expect(reply.json()).toMatchObject({ code: "INVALID_BODY" });
+    expect(String(reply.json().detail)).toContain(reason);
+    expect(upstream.calls).toHaveLength(0);
+  });
+
+  it("form values %FF and %FE are refused, not decoded alike", async () => {
+    const { upstream } = await start({ routes: [{ ...invoiceRoute, key: { from: ["form:invoice"] } }] });
+    const form = { "content-type": "application/x-www-form-urlencoded" };
+    for (const body of ["invoice=%FF", "invoice=%FE"]) {
+      const reply = await post("/invoices", body, form);
+      expect(reply.status).toBe(400);
+      expect(reply.json()).toMatchObject({ code: "INVALID_BODY" });
+    }
+    const twice = await post("/invoices", "invoice=1&invoice=2", form);
+    expect(twice.json()).toMatchObject({ code: "INVALID_KEY_FIELD", source: "form:invoice" });
+    expect(upstream.calls).toHaveLength(0);
+  });
+
+  it("a key value over 1 KB is a 400 naming it, for each of many copies of a 900 KB one", async () => {
+    const { upstream } = await start({ routes: [invoiceRoute] });
+    const huge = JSON.stringify({ invoiceNumber: "x".repeat(900_000), transactionId: "T" });
+    const copies = await Promise.all(
+      Array.from({ length: 40 }, () => send(`${gateway?.url}/invoices`, { headers: json, body: huge })),
+    );
+    for (const copy of copies) {
+      expect(copy.status).toBe(400);
+      expect(copy.json()).toMatchObject({ code: "INVALID_KEY_FIELD", source: "body:/invoiceNumber" });
+    }
+    expect(upstream.calls).toHaveLength(0);
+  });
+});

@@ -211,6 +211,22 @@ export class StoreUnavailableError extends RetryableError {
   }
 }
 
+/**
+ * The memory store is at its bound and holds nothing it may evict: every record is in flight or of
+ * unknown outcome. Not an outage: failMode: open does not forward past it.
+ */
+export class StoreFullError extends RetryableError {
+  readonly retryAfterSeconds = 5;
+  constructor() {
+    super(
+      "STORE_FULL",
+      503,
+      "Idempotency store full",
+      "the store holds as many requests in flight as it may; retry later",
+    );
+  }
+}
+
 /** Raised at start, never on a request: the config file is invalid. */
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

@@ -232,6 +232,19 @@ export const configSchema = z.strictObject({
           prefix: z.string().default("idem:"),
         })
         .prefault({}),
+      memory: z
+        .strictObject({
+          maxEntries: z
+            .number()
+            .int()
+            .min(1)
+            .default(100_000)
+            .describe("Most records kept; completed ones are evicted, oldest first. By default, 100000."),
+          maxBytes: size
+            .prefault("256mb")
+            .describe("About the most bytes of records kept (bodies, headers, overhead). By default, 256mb."),
+        })
+        .prefault({}),
       failMode: z.enum(["closed", "open"]).default("closed"),
     })
     .prefault({}),

@@ -54,6 +54,11 @@ export class GatewayMetrics {
     help: "Keys whose outcome was unknown until their TTL ran out, then begun again (a duplicate is possible)",
     registers: [this.registry],
   });
+  readonly evictions = new Counter({
+    name: `${PREFIX}store_evictions_total`,
+    help: "Completed records the memory store evicted before their TTL to stay within its bounds (a retry of one executes again)",
+    registers: [this.registry],
+  });
   readonly unprotected = new Counter({
     name: `${PREFIX}unprotected_forwards_total`,
     help: "Requests forwarded without protection because the store was unreachable (failMode: open)",

@@ -43,8 +43,6 @@ export function createLogger(config: Config["log"]): Logger {
 
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
   const logger = options.logger ?? createLogger(config.log);
-  const store =
-    options.store ?? (await createStore(config.store, { attemptCapacity: config.audit.attempts }));
   const upstream = new Upstream({
     url: config.upstream.url,
     timeoutMs: config.upstream.timeout,
@@ -62,6 +60,12 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       return engineRef.engine?.waitingDuplicates ?? 0;
     },
   });
+  const store =
+    options.store ??
+    (await createStore(config.store, {
+      attemptCapacity: config.audit.attempts,
+      onEvict: () => metrics.evictions.inc(),
+    }));
   const measured = new MeasuredStore(store, metrics);
   const engine = new IdempotencyEngine(measured, {
     events: {

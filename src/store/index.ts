@@ -8,11 +8,21 @@ export * from "./types.js";
 /** The one way into a store. The Redis store is loaded only when asked for, so memory never pulls in ioredis. */
 export async function createStore(
   config: Config["store"],
-  options: { attemptCapacity?: number } = {},
+  options: { attemptCapacity?: number; onEvict?: () => void } = {},
 ): Promise<IdempotencyStore> {
-  if (config.kind === "memory") return new MemoryStore(options);
+  if (config.kind === "memory") {
+    return new MemoryStore({
+      ...options,
+      maxEntries: config.memory.maxEntries,
+      maxBytes: config.memory.maxBytes,
+    });
+  }
   const { RedisStore } = await import("./redis.js");
-  const store = new RedisStore({ url: config.redis.url, prefix: config.redis.prefix, ...options });
+  const store = new RedisStore({
+    url: config.redis.url,
+    prefix: config.redis.prefix,
+    attemptCapacity: options.attemptCapacity,
+  });
   // Not reachable yet is not fatal: requests get 503 (or pass, failMode: open) until it is.
   await store.connect();
   return store;

@@ -1,4 +1,5 @@
 import { monotonicNow } from "../clock.js";
+import { StoreFullError } from "../errors.js";
 import {
   type AttemptEntry,
   type AttemptFilter,
@@ -29,6 +30,8 @@ interface Entry {
   /** How the attempt got the key: one that took it over from `unknown` gives it back so. */
   took: "fresh" | "unknown" | "expired";
   response?: StoredResponse | undefined;
+  /** What the entry is counted as against maxBytes. */
+  bytes: number;
 }
 
 interface WaitGroup {
@@ -43,7 +46,16 @@ export interface MemoryStoreOptions {
   sweepIntervalMs?: number;
   /** How many attempt-log entries the ring keeps. */
   attemptCapacity?: number;
+  /** At most this many records; completed ones are evicted, oldest first, to make room. */
+  maxEntries?: number;
+  /** At most about this many bytes of records (bodies, headers and a fixed overhead each). */
+  maxBytes?: number;
+  /** Told of every completed record evicted to make room. */
+  onEvict?: () => void;
 }
+
+/** Bookkeeping a record costs beyond its response: the Map slot, the key, the fields. */
+const ENTRY_OVERHEAD = 300;
 
 /**
  * What a key holds right now, expiry decided: `expired` is an unknown record whose TTL has run out;
@@ -68,9 +80,18 @@ export class MemoryStore implements IdempotencyStore {
   private readonly ring: AttemptEntry[] = [];
   private ringNext = 0;
   private readonly ringCapacity: number;
+  private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  private readonly onEvict: () => void;
+  private bytes = 0;
+  /** Keys of records that may be evicted (completed, or released answers), oldest first. */
+  private readonly evictable = new Set<string>();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.now = options.now ?? monotonicNow;
+    this.maxEntries = options.maxEntries ?? 100_000;
+    this.maxBytes = options.maxBytes ?? 256 * 1024 * 1024;
+    this.onEvict = options.onEvict ?? (() => {});
     this.ringCapacity = options.attemptCapacity ?? 10_000;
     this.sweeper = setInterval(() => this.sweep(), options.sweepIntervalMs ?? 30_000);
     this.sweeper.unref();
@@ -99,7 +120,8 @@ export class MemoryStore implements IdempotencyStore {
       settlesInMs = Math.max(0, c.entry.settleUntil - now);
     }
     const previous = c.entry;
-    this.entries.set(key, {
+    if (!previous) this.makeRoom(ENTRY_OVERHEAD + key.length, true);
+    this.put(key, {
       state: RecordState.InFlight,
       fingerprint: lease.fingerprint,
       createdAt: Date.now(),
@@ -115,6 +137,7 @@ export class MemoryStore implements IdempotencyStore {
             ? now + lease.leaseMs + lease.settleMs
             : now,
       ...(previous?.attempts ? { attempts: previous.attempts } : {}),
+      bytes: 0,
     });
     return { acquired: true, took, settlesInMs };
   }
@@ -138,6 +161,7 @@ export class MemoryStore implements IdempotencyStore {
     entry.state = RecordState.Completed;
     entry.response = response;
     Object.assign(entry, this.lifetime(this.now(), ttlMs, 0));
+    this.answered(key, entry);
     this.notify(key);
     return true;
   }
@@ -161,12 +185,13 @@ export class MemoryStore implements IdempotencyStore {
       entry.state = RecordState.Released;
       entry.response = response;
       Object.assign(entry, this.lifetime(this.now(), holdMs, 0));
+      this.answered(key, entry);
     } else if (entry.took === "unknown") {
       // Nothing was sent: the earlier request's outcome is as unknown as before.
       entry.state = RecordState.Unknown;
       entry.token = "";
     } else {
-      this.entries.delete(key);
+      this.drop(key);
     }
     this.notify(key);
     return true;
@@ -207,15 +232,16 @@ export class MemoryStore implements IdempotencyStore {
       entry.response = response;
       Object.assign(entry, this.lifetime(this.now(), ttlMs, 0));
       entry.token = "";
+      this.answered(key, entry);
     } else {
-      this.entries.delete(key);
+      this.drop(key);
     }
     this.notify(key);
     return true;
   }
 
   async purge(key: string): Promise<boolean> {
-    const existed = this.entries.delete(key);
+    const existed = this.drop(key);
     if (existed) this.notify(key);
     return existed;
   }
@@ -297,7 +323,7 @@ export class MemoryStore implements IdempotencyStore {
     const now = this.now();
     if (!entry) return { kind: "free", entry };
     if (entry.dropAt <= now) {
-      this.entries.delete(key);
+      this.drop(key);
       return { kind: "free", entry: undefined };
     }
     const unknown =
@@ -342,6 +368,57 @@ export class MemoryStore implements IdempotencyStore {
 
   private sweep(): void {
     const now = this.now();
-    for (const [key, entry] of this.entries) if (entry.dropAt <= now) this.entries.delete(key);
+    for (const [key, entry] of this.entries) if (entry.dropAt <= now) this.drop(key);
+  }
+
+  /** Every record enters through here, so that the bounds are kept in one place. */
+  private put(key: string, entry: Entry): void {
+    this.drop(key);
+    entry.bytes = ENTRY_OVERHEAD + key.length;
+    this.bytes += entry.bytes;
+    this.entries.set(key, entry);
+  }
+
+  /** And leaves through here. */
+  private drop(key: string): boolean {
+    const entry = this.entries.get(key);
+    if (!entry) return false;
+    this.bytes -= entry.bytes;
+    this.evictable.delete(key);
+    this.entries.delete(key);
+    return true;
+  }
+
+  /** A record now holds an answer: it is counted with it, and may be evicted from now on. */
+  private answered(key: string, entry: Entry): void {
+    const response = entry.response;
+    let size = ENTRY_OVERHEAD + key.length;
+    if (response) {
+      size += response.body.byteLength;
+      for (const [name, value] of response.headers) size += name.length + value.length;
+    }
+    this.bytes += size - entry.bytes;
+    entry.bytes = size;
+    this.evictable.delete(key);
+    this.evictable.add(key);
+    // Room is made for the answer just stored, never by evicting it: its caller's retry needs it.
+    this.makeRoom(0, false, key);
+  }
+
+  /**
+   * Evicts completed records, oldest first, until `extra` more bytes (and, for a new record, one more
+   * entry) fit. Records in flight or unknown are never evicted: that would let a retry execute again.
+   * A new record that still does not fit is refused (503), an answer is kept over the bound.
+   */
+  private makeRoom(extra: number, newEntry: boolean, keep?: string): void {
+    const full = () =>
+      (newEntry && this.entries.size >= this.maxEntries) || this.bytes + extra > this.maxBytes;
+    for (const key of this.evictable) {
+      if (!full()) return;
+      if (key === keep) continue;
+      this.drop(key);
+      this.onEvict();
+    }
+    if (full() && newEntry) throw new StoreFullError();
   }
 }

@@ -12,7 +12,7 @@ import { type RunningGateway, startGateway } from "../../src/gateway/index.js";
 import { startTestGateway, type TestConfig } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
 import { rawHttp, rawRequest } from "../helpers/raw.js";
-import { startUpstream, type TestUpstream, type UpstreamHandler } from "../helpers/upstream.js";
+import { gate, startUpstream, type TestUpstream, type UpstreamHandler } from "../helpers/upstream.js";
 
 let upstream: TestUpstream | undefined;
 let gateway: RunningGateway | undefined;
@@ -317,5 +317,47 @@ describe("different operations never collapse into one key", () => {
       expect(copy.json()).toMatchObject({ code: "INVALID_KEY_FIELD", source: "body:/invoiceNumber" });
     }
     expect(upstream.calls).toHaveLength(0);
+  });
+});
+
+describe("one caller cannot exhaust the gateway", () => {
+  const json = { "content-type": "application/json" };
+  const post = (n: string) => send(`${gateway?.url}/invoices`, { headers: json, body: invoiceBody(n) });
+
+  it("the memory store evicts completed records, oldest first, and counts them", async () => {
+    const { upstream } = await start({ store: { memory: { maxEntries: 3 } }, routes: [invoiceRoute] });
+    for (const n of ["A", "B", "C", "D"]) expect((await post(n)).status).toBe(201);
+    expect((await post("D")).headers["idempotent-replayed"]).toBe("true");
+    expect((await post("B")).headers["idempotent-replayed"]).toBe("true");
+    // A gave way to D.
+    expect((await post("A")).headers["idempotent-replayed"]).toBeUndefined();
+    expect(upstream.calls).toHaveLength(5);
+    const metrics = await gateway?.metricsRegistry.getSingleMetricAsString(
+      "idempotency_gateway_store_evictions_total",
+    );
+    expect(metrics).toContain("idempotency_gateway_store_evictions_total 2");
+  });
+
+  it("a store full of requests in flight answers 503, and never evicts one of them", async () => {
+    const held = gate();
+    const { upstream } = await start(
+      { store: { memory: { maxEntries: 2 } }, routes: [invoiceRoute] },
+      async (_c, res) => {
+        await held.promise;
+        res.writeHead(201);
+        res.end("ok");
+      },
+    );
+    const inFlight = [post("A"), post("B")];
+    await upstream.called(2);
+    const refused = await post("C");
+    expect(refused.status).toBe(503);
+    expect(refused.json()).toMatchObject({ code: "STORE_FULL" });
+    expect(refused.headers["retry-after"]).toBeDefined();
+    const duplicate = post("A");
+    held.open();
+    expect((await Promise.all(inFlight)).map((r) => r.status)).toEqual([201, 201]);
+    expect((await duplicate).headers["idempotent-replayed"]).toBe("true");
+    expect(upstream.calls).toHaveLength(2);
   });
 });

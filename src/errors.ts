@@ -183,6 +183,26 @@ export class UpstreamFailedError extends GatewayError {
   }
 }
 
+/**
+ * The upstream's answer to a protected request is larger than maxResponseSize, so it is not stored.
+ * `delivered`: it was streamed to the first caller, who has it; the key is `unknown` for the rest.
+ */
+export class ResponseTooLargeError extends GatewayError {
+  constructor(
+    limit: number,
+    readonly upstreamStatus: number,
+    readonly delivered: boolean,
+  ) {
+    super(
+      "RESPONSE_TOO_LARGE",
+      502,
+      "Upstream response too large",
+      `the upstream's answer exceeds ${limit} bytes and is not stored; the request may have been executed, so the key is now in state unknown`,
+      { state: "unknown", limit },
+    );
+  }
+}
+
 /** A protected request reached the upstream and its answer was lost: the key is now `unknown`. */
 export class UpstreamOutcomeUnknownError extends GatewayError {
   constructor(cause: UpstreamFailedError) {

@@ -24,6 +24,8 @@ export interface RouteSettings {
   cache: (status: number) => boolean;
   cacheList: readonly (string | number)[];
   maxBodySize: number;
+  /** The largest answer stored; a larger one reaches its caller only, and the key becomes unknown. */
+  maxResponseSize: number;
   onUnknown: "reject" | "retry" | "reconcile";
   /** Present when onUnknown is reconcile (the config is refused otherwise). */
   reconcile: ReconcileRule | undefined;
@@ -135,6 +137,7 @@ export function mergeSettings(
     cache: cachePredicate(cacheList),
     cacheList,
     maxBodySize: route.maxBodySize ?? defaults.maxBodySize,
+    maxResponseSize: route.maxResponseSize ?? defaults.maxResponseSize,
     onUnknown: route.onUnknown ?? defaults.onUnknown,
     reconcile,
     settleMs: reconcile?.settle ?? context.upstreamTimeoutMs,

@@ -139,6 +139,9 @@ const settingsShape = {
     .array(cacheEntry)
     .describe("Upstream statuses that are stored and replayed. By default, 2xx and 4xx."),
   maxBodySize: size.describe("Largest request body read on a protected route. By default, 1mb."),
+  maxResponseSize: size.describe(
+    "Largest upstream answer stored. A larger one is streamed to its caller and the key becomes unknown. By default, 10mb.",
+  ),
   onUnknown: z
     .enum(["reject", "retry", "reconcile"])
     .describe("What a retry of a request whose outcome is unknown gets. By default, reject."),
@@ -158,6 +161,7 @@ const defaultsSchema = z
     waitTimeout: settingsShape.waitTimeout.prefault("25s"),
     cache: settingsShape.cache.default(["2xx", "4xx"]),
     maxBodySize: settingsShape.maxBodySize.prefault("1mb"),
+    maxResponseSize: settingsShape.maxResponseSize.prefault("10mb"),
     onUnknown: settingsShape.onUnknown.default("reject"),
     reconcile: settingsShape.reconcile.optional(),
   })
@@ -192,6 +196,7 @@ const routeSchema = z.strictObject({
   waitTimeout: settingsShape.waitTimeout.optional(),
   cache: settingsShape.cache.optional(),
   maxBodySize: settingsShape.maxBodySize.optional(),
+  maxResponseSize: settingsShape.maxResponseSize.optional(),
   onUnknown: settingsShape.onUnknown.optional(),
   reconcile: settingsShape.reconcile.optional(),
 });
@@ -203,6 +208,26 @@ export const configSchema = z.strictObject({
     .strictObject({
       host: z.string().default("127.0.0.1"),
       port: z.number().int().min(0).max(65535).default(8080).describe("0 picks any free port."),
+      headersTimeout: duration
+        .prefault("10s")
+        .describe("A client must send its request line and headers within this. By default, 10s."),
+      requestTimeout: duration
+        .prefault("30s")
+        .describe(
+          "A client must send its whole request, body included, within this (0 turns it off). By default, 30s.",
+        ),
+      keepAliveTimeout: duration
+        .prefault("5s")
+        .describe("How long an idle client connection is kept open. By default, 5s."),
+      maxConnections: z
+        .number()
+        .int()
+        .min(1)
+        .default(10_000)
+        .describe("Client connections accepted at once; more are closed on arrival. By default, 10000."),
+      maxHeaderSize: size
+        .prefault("16kb")
+        .describe("Largest request line plus headers; more is a 431. By default, 16kb."),
     })
     .prefault({}),
   upstream: z.strictObject(

@@ -5,7 +5,14 @@ import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
 import { Hono } from "hono";
 import type { Logger } from "pino";
 import type { CompiledRoute, ReconcileRule, RouteTable } from "../config/index.js";
-import { GatewayError, NoRouteError, StoreUnavailableError, UntrustedHeaderError } from "../errors.js";
+import {
+  BodyTooLargeError,
+  GatewayError,
+  NoRouteError,
+  ResponseTooLargeError,
+  StoreUnavailableError,
+  UntrustedHeaderError,
+} from "../errors.js";
 import {
   deriveKey,
   type IdempotencyEngine,
@@ -92,6 +99,33 @@ function writeStored(
   outgoing.end(bodyless ? undefined : response.body);
 }
 
+/**
+ * `Expect: 100-continue` with a declared body larger than the route reads: answered 413 before the
+ * client sends it. True when it answered.
+ */
+export function refuseOversizeExpect(routes: RouteTable, req: IncomingMessage, res: ServerResponse): boolean {
+  const declared = Number(req.headers["content-length"]);
+  if (!Number.isFinite(declared)) return false;
+  let path: string;
+  try {
+    path = normalizeTarget(req.url as string).path;
+  } catch {
+    return false; // the request handler refuses it with the reason
+  }
+  const method = req.method as string;
+  const { route } = routes.match(method, path);
+  const limit = route.settings.maxBodySize;
+  const header = (name: string) => {
+    const v = req.headers[name];
+    return Array.isArray(v) ? v.join(", ") : v;
+  };
+  if (declared <= limit || !isProtected(route, method, header)) return false;
+  const problem = toProblem(new BodyTooLargeError(limit), req.url);
+  res.writeHead(problem.status, { ...problem.headers, connection: "close" });
+  res.end(problem.body);
+  return true;
+}
+
 /** Builds the Hono app that proxies every request, protecting the routes the config names. */
 export function createApp(deps: GatewayDeps): Hono<Env> {
   const { routes, engine, upstream, logger } = deps;
@@ -144,20 +178,25 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   /** A protected request's upstream call, timed for the request's event. */
   function forwardBuffered(
     incoming: IncomingMessage,
+    outgoing: ServerResponse,
+    route: CompiledRoute,
     view: RequestView,
     ev: RequestEvent,
   ): Promise<StoredResponse> {
     const started = performance.now();
-    const sent = upstream.sendBuffered({
-      method: incoming.method as string,
-      path: forwardedTarget(view),
-      headers: upstreamRequestHeaders(
-        incoming.rawHeaders,
-        clientInfo(incoming, trusted(incoming), ev.requestId),
-        true,
-      ),
-      body: view.body,
-    });
+    const sent = upstream.sendBuffered(
+      {
+        method: incoming.method as string,
+        path: forwardedTarget(view),
+        headers: upstreamRequestHeaders(
+          incoming.rawHeaders,
+          clientInfo(incoming, trusted(incoming), ev.requestId),
+          true,
+        ),
+        body: view.body,
+      },
+      { maxBytes: route.settings.maxResponseSize, overflow: outgoing },
+    );
     const done = () => {
       ev.upstreamMs = (ev.upstreamMs ?? 0) + (performance.now() - started);
     };
@@ -167,6 +206,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
 
   /** The reconciliation probe: the rule's request, filled from the original, with its credentials. */
   function probe(
+    route: CompiledRoute,
     rule: ReconcileRule,
     fields: RequestFields,
     incoming: IncomingMessage,
@@ -192,7 +232,10 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       if (!/^content-/i.test(headers[i] as string))
         withoutBody.push(headers[i] as string, headers[i + 1] as string);
     }
-    return upstream.sendBuffered({ method: rule.probe.method, path, headers: withoutBody, body: null });
+    return upstream.sendBuffered(
+      { method: rule.probe.method, path, headers: withoutBody, body: null },
+      { maxBytes: route.settings.maxResponseSize },
+    );
   }
 
   async function protectedRequest(
@@ -207,7 +250,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     const fields = new RequestFields(view);
     const key = deriveKey(route, fields);
     if (!key) {
-      const response = await forwardBuffered(incoming, view, ev);
+      const response = await forwardBuffered(incoming, outgoing, route, view, ev);
       ev.outcome = RequestOutcome.Executed;
       ev.status = response.status;
       writeStored(outgoing, response, false);
@@ -223,8 +266,8 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
         route.settings,
         key.storeKey,
         key.fingerprint,
-        () => forwardBuffered(incoming, view, ev),
-        rule && (() => probe(rule, fields, incoming, ev)),
+        () => forwardBuffered(incoming, outgoing, route, view, ev),
+        rule && (() => probe(route, rule, fields, incoming, ev)),
       );
       ev.outcome = outcomeOfResult(result.outcome);
       ev.status = result.response.status;
@@ -236,7 +279,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
         { route: route.name, requestId: ev.requestId, err: err.message },
         "store unavailable, forwarding unprotected",
       );
-      const response = await forwardBuffered(incoming, view, ev);
+      const response = await forwardBuffered(incoming, outgoing, route, view, ev);
       ev.outcome = RequestOutcome.Unprotected;
       ev.status = response.status;
       writeStored(outgoing, response, false);
@@ -281,7 +324,9 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     } catch (err) {
       ev.outcome = outcomeOfError(err);
       ev.status = err instanceof GatewayError ? err.status : 500;
-      throw err;
+      // An answer too large to store went to this caller as it arrived: nothing more to say.
+      if (err instanceof ResponseTooLargeError && err.delivered) ev.status = err.upstreamStatus;
+      else throw err;
     } finally {
       ev.totalMs = performance.now() - started;
       deps.observe(ev);

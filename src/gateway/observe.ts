@@ -8,6 +8,7 @@ import {
   KeyReusedError,
   MissingKeyError,
   OutcomeUnknownError,
+  ResponseTooLargeError,
   UpstreamOutcomeUnknownError,
 } from "../errors.js";
 import { Outcome } from "../idempotency/index.js";
@@ -77,7 +78,11 @@ export function outcomeOfResult(outcome: Outcome): RequestOutcome {
 export function outcomeOfError(err: unknown): RequestOutcome {
   if (err instanceof KeyReusedError) return RequestOutcome.Mismatch;
   if (err instanceof InFlightError || err instanceof AttemptNotStoredError) return RequestOutcome.Conflict;
-  if (err instanceof OutcomeUnknownError || err instanceof UpstreamOutcomeUnknownError)
+  if (
+    err instanceof OutcomeUnknownError ||
+    err instanceof UpstreamOutcomeUnknownError ||
+    err instanceof ResponseTooLargeError
+  )
     return RequestOutcome.Unknown;
   if (
     err instanceof InvalidKeyError ||

@@ -1,3 +1,4 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { serve } from "@hono/node-server";
 import { type Logger, pino } from "pino";
@@ -7,7 +8,7 @@ import { IdempotencyEngine } from "../idempotency/index.js";
 import { TrustedProxies, Upstream } from "../proxy/index.js";
 import { createStore, type IdempotencyStore } from "../store/index.js";
 import { startAdmin } from "./admin.js";
-import { createApp } from "./app.js";
+import { createApp, refuseOversizeExpect } from "./app.js";
 import { AttemptLog } from "./attempt-log.js";
 import { GatewayMetrics, MeasuredStore } from "./metrics.js";
 import { type RequestEvent, RequestOutcome } from "./observe.js";
@@ -132,10 +133,33 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
 
   const { server, info } = await new Promise<{ server: ReturnType<typeof serve>; info: AddressInfo }>(
     (resolve) => {
+      const { listen } = config;
       const server = serve(
-        { fetch: app.fetch, port: config.listen.port, hostname: config.listen.host },
+        {
+          fetch: app.fetch,
+          port: listen.port,
+          hostname: listen.host,
+          serverOptions: {
+            headersTimeout: listen.headersTimeout,
+            requestTimeout: listen.requestTimeout,
+            keepAliveTimeout: listen.keepAliveTimeout,
+            maxHeaderSize: listen.maxHeaderSize,
+            // Node checks the two timeouts above on this period (30 s by default), so they would fire late.
+            connectionsCheckingInterval: Math.max(
+              100,
+              Math.min(1_000, listen.headersTimeout, listen.requestTimeout || 1_000),
+            ),
+          },
+        },
         (info) => resolve({ server, info }),
       );
+      server.maxConnections = listen.maxConnections;
+      // With a listener, Node leaves 100-continue to us: a body that is too large is refused unsent.
+      server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
+        if (refuseOversizeExpect(routes, req, res)) return;
+        res.writeContinue();
+        server.emit("request", req, res);
+      });
     },
   );
   const host = info.family === "IPv6" ? `[${info.address}]` : info.address;

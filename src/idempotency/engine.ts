@@ -6,6 +6,7 @@ import {
   InFlightError,
   KeyReusedError,
   OutcomeUnknownError,
+  ResponseTooLargeError,
   UpstreamFailedError,
   UpstreamOutcomeUnknownError,
   UpstreamUnreachableError,
@@ -255,6 +256,14 @@ export class IdempotencyEngine {
         if (err instanceof UpstreamUnreachableError) {
           // Nothing reached the upstream: free the key (or give a taken-over one back to unknown).
           await this.settle(key, () => this.store.release(key, token));
+          throw err;
+        }
+        if (err instanceof ResponseTooLargeError) {
+          // Executed, answered, but not storable: no retry may execute it again, and since the
+          // backend has answered, nothing of it can still commit later (no settle time).
+          await this.settle(key, () =>
+            this.store.markUnknown(key, token, { ...times(settings, true), settleMs: 0 }),
+          );
           throw err;
         }
         // Caddy's rule: once a connection was made, assume the upstream received the request.

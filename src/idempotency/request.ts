@@ -139,7 +139,12 @@ function exact(value: unknown, source: string): unknown {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(value)) {
       // defineProperty: a "__proto__" member stays a member.
-      Object.defineProperty(out, k, { value: exact(v, source), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(out, k, {
+        value: exact(v, source),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
     }
     return out;
   }

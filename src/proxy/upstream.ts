@@ -2,7 +2,12 @@ import type { ServerResponse } from "node:http";
 import { connect } from "node:net";
 import type { Readable } from "node:stream";
 import { type Dispatcher, Pool } from "undici";
-import { type GatewayError, UpstreamFailedError, UpstreamUnreachableError } from "../errors.js";
+import {
+  type GatewayError,
+  ResponseTooLargeError,
+  UpstreamFailedError,
+  UpstreamUnreachableError,
+} from "../errors.js";
 import type { StoredResponse } from "../store/types.js";
 import { flatten, responseHeaderPairs } from "./headers.js";
 
@@ -12,6 +17,13 @@ export interface UpstreamOptions {
   connections: number;
   /** Idle time after which a pooled connection is closed (undici also honours a shorter Keep-Alive hint). */
   keepAliveTimeoutMs?: number;
+}
+
+export interface BufferLimits {
+  /** The largest answer held in memory (maxResponseSize). */
+  maxBytes?: number;
+  /** Where an answer larger than that is streamed instead: the first caller's response. */
+  overflow?: ServerResponse;
 }
 
 export interface OutboundRequest {
@@ -49,7 +61,12 @@ function errorCode(err: unknown): string | undefined {
 
 /** The typed wrapper for an upstream failure, decided by error code only. */
 export function classifyUpstreamError(err: unknown): GatewayError {
-  if (err instanceof UpstreamUnreachableError || err instanceof UpstreamFailedError) return err;
+  if (
+    err instanceof UpstreamUnreachableError ||
+    err instanceof UpstreamFailedError ||
+    err instanceof ResponseTooLargeError
+  )
+    return err;
   const code = errorCode(err) ?? "unknown error";
   if (NOTHING_SENT.has(code)) return new UpstreamUnreachableError(code, { cause: err });
   return new UpstreamFailedError(TIMEOUTS.has(code), code, { cause: err });
@@ -78,13 +95,27 @@ export class Upstream {
    * Sends a request and reads the whole response, for storing. A dispatch handler rather than
    * `request()`, because only the raw header list keeps the upstream's header order and case,
    * which a replay must reproduce.
+   *
+   * The upstream timeout is a deadline for the whole exchange, not undici's idle timers (which a
+   * backend trickling a byte a second never trips, and which run on a one-second clock). An answer
+   * larger than `maxBytes` is not held: it streams on to `overflow` (the first caller) and the call
+   * rejects with ResponseTooLargeError once it has been delivered, or at once without `overflow`.
    */
-  sendBuffered(req: OutboundRequest): Promise<StoredResponse> {
+  sendBuffered(req: OutboundRequest, limits: BufferLimits = {}): Promise<StoredResponse> {
+    const maxBytes = limits.maxBytes ?? Number.POSITIVE_INFINITY;
+    const timeoutMs = this.options.timeoutMs;
     return new Promise((resolve, reject) => {
       let status = 0;
       let headers: [string, string][] = [];
-      const chunks: Buffer[] = [];
+      let chunks: Buffer[] = [];
       let size = 0;
+      let streaming: ServerResponse | undefined;
+      let deadline: NodeJS.Timeout | undefined;
+      const fail = (err: unknown) => {
+        clearTimeout(deadline);
+        if (streaming && !streaming.writableEnded) streaming.destroy();
+        reject(classifyUpstreamError(err));
+      };
       this.pool.dispatch(
         {
           method: req.method as Dispatcher.HttpMethod,
@@ -93,18 +124,46 @@ export class Upstream {
           body: req.body,
         },
         {
-          // Its presence is what makes undici treat this as a handler of the current API.
-          onRequestStart() {},
+          onRequestStart(controller) {
+            deadline = setTimeout(
+              () =>
+                controller.abort(new UpstreamFailedError(true, `no complete answer within ${timeoutMs} ms`)),
+              timeoutMs,
+            );
+          },
           onResponseStart(controller, statusCode, parsed) {
             status = statusCode;
             const raw = controller.rawHeaders;
             headers = responseHeaderPairs(Array.isArray(raw) ? raw : parsed, true);
           },
-          onResponseData(_controller, chunk) {
-            chunks.push(chunk);
+          onResponseData(controller, chunk) {
             size += chunk.length;
+            if (streaming) {
+              if (!streaming.destroyed && !streaming.write(chunk)) {
+                controller.pause();
+                streaming.once("drain", () => controller.resume());
+              }
+              return;
+            }
+            chunks.push(chunk);
+            if (size <= maxBytes) return;
+            const out = limits.overflow;
+            if (!out || out.headersSent || out.destroyed) {
+              controller.abort(new ResponseTooLargeError(maxBytes, status, false));
+              return;
+            }
+            streaming = out;
+            out.writeHead(status, flatten(headers));
+            for (const c of chunks) out.write(c);
+            chunks = [];
           },
           onResponseEnd() {
+            clearTimeout(deadline);
+            if (streaming) {
+              streaming.end();
+              reject(new ResponseTooLargeError(maxBytes, status, true));
+              return;
+            }
             resolve({
               status,
               headers,
@@ -112,7 +171,7 @@ export class Upstream {
             });
           },
           onResponseError(_controller, err) {
-            reject(classifyUpstreamError(err));
+            fail(err);
           },
         },
       );

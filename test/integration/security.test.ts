@@ -4,6 +4,7 @@
  * the defence it names.
  */
 import { readFile } from "node:fs/promises";
+import { connect } from "node:net";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
@@ -359,5 +360,114 @@ describe("one caller cannot exhaust the gateway", () => {
     expect((await Promise.all(inFlight)).map((r) => r.status)).toEqual([201, 201]);
     expect((await duplicate).headers["idempotent-replayed"]).toBe("true");
     expect(upstream.calls).toHaveLength(2);
+  });
+});
+
+describe("every upstream answer is bounded", () => {
+  const json = { "content-type": "application/json" };
+
+  it("an answer over maxResponseSize reaches its caller whole, is not stored, and the key turns unknown", async () => {
+    const big = Buffer.alloc(50_000, "x");
+    const { gateway, upstream } = await start(
+      { routes: [{ ...invoiceRoute, maxResponseSize: "1kb" }] },
+      (_c, res) => {
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.end(big);
+      },
+    );
+    const first = await send(`${gateway.url}/invoices`, { headers: json, body: invoiceBody() });
+    expect(first.status).toBe(200);
+    expect(first.body.equals(big)).toBe(true);
+    const retry = await send(`${gateway.url}/invoices`, { headers: json, body: invoiceBody() });
+    expect(retry.status).toBe(409);
+    expect(retry.json()).toMatchObject({ code: "OUTCOME_UNKNOWN" });
+    expect(upstream.calls).toHaveLength(1);
+  });
+
+  it("upstream.timeout is a deadline for the whole answer: a trickling backend cannot hold a key", async () => {
+    upstream = await startUpstream((_c, res) => {
+      res.writeHead(200, { "content-type": "text/plain" });
+      const drip = setInterval(() => res.write("."), 20);
+      res.on("close", () => clearInterval(drip));
+    });
+    gateway = await startTestGateway({
+      upstream: { url: upstream.url, timeout: "300ms" },
+      routes: [invoiceRoute],
+    });
+    const first = await send(`${gateway.url}/invoices`, { headers: json, body: invoiceBody() });
+    expect(first.status).toBe(504);
+    expect(first.json()).toMatchObject({ code: "UPSTREAM_OUTCOME_UNKNOWN", state: "unknown" });
+  });
+});
+
+describe("slow and greedy clients are cut off", () => {
+  /** Writes the bytes, never finishes the request, and resolves with what the server sent before closing. */
+  function stall(url: string, bytes: string): Promise<string> {
+    const { hostname, port } = new URL(url);
+    return new Promise((resolve, reject) => {
+      const socket = connect({ host: hostname, port: Number(port) });
+      let got = "";
+      socket.on("data", (c: Buffer) => {
+        got += c.toString("latin1");
+      });
+      socket.on("error", reject);
+      socket.on("close", () => resolve(got));
+      socket.write(bytes);
+    });
+  }
+
+  it("slow headers are answered 408 after headersTimeout, a stalled body after requestTimeout", async () => {
+    const { gateway, upstream } = await start({
+      listen: { host: "127.0.0.1", port: 0, headersTimeout: "300ms", requestTimeout: "600ms" },
+      routes: [invoiceRoute],
+    });
+    expect(await stall(gateway.url, "POST /invoices HTTP/1.1\r\nHost: x\r\n")).toMatch(/^HTTP\/1\.1 408/);
+    const body = await stall(
+      gateway.url,
+      rawHttp("POST", "/invoices", { "Content-Length": "100" }).replace(/Content-Length: 0\r\n/, ""),
+    );
+    expect(body).toMatch(/^HTTP\/1\.1 408/);
+    expect(upstream.calls).toHaveLength(0);
+  });
+
+  it("Expect: 100-continue with a body over the limit is answered 413 before the body is sent", async () => {
+    const { gateway, upstream } = await start({ routes: [{ ...invoiceRoute, maxBodySize: "1kb" }] });
+    const head = [
+      "POST /invoices HTTP/1.1",
+      "Host: x",
+      "Content-Type: application/json",
+      "Content-Length: 5000",
+      "Expect: 100-continue",
+      "",
+      "",
+    ].join("\r\n");
+    const answer = await stall(gateway.url, head);
+    expect(answer).toMatch(/^HTTP\/1\.1 413/);
+    expect(answer).not.toContain("100 Continue");
+    expect(answer).toContain("BODY_TOO_LARGE");
+    expect(upstream.calls).toHaveLength(0);
+  });
+
+  it("connections beyond maxConnections are closed on arrival", async () => {
+    const { gateway } = await start({
+      listen: { host: "127.0.0.1", port: 0, maxConnections: 1 },
+      routes: [],
+    });
+    const { hostname, port } = new URL(gateway.url);
+    const first = connect({ host: hostname, port: Number(port) });
+    await new Promise((resolve) => first.once("connect", resolve));
+    const second = await stall(gateway.url, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    expect(second).toBe("");
+    first.destroy();
+  });
+
+  it("headers beyond maxHeaderSize are a 431", async () => {
+    const { gateway, upstream } = await start({
+      listen: { host: "127.0.0.1", port: 0, maxHeaderSize: "1kb" },
+      routes: [],
+    });
+    const reply = await rawRequest(gateway.url, rawHttp("GET", "/", { "X-Big": "x".repeat(2_000) }));
+    expect(reply.status).toBe(431);
+    expect(upstream.calls).toHaveLength(0);
   });
 });

@@ -83,6 +83,13 @@ export class UntrustedHeaderError extends GatewayError {
   }
 }
 
+/** A request the gateway refuses to forward in the form it came: it would be read one way here and another upstream. */
+export class AmbiguousRequestError extends GatewayError {
+  constructor(reason: string, status = 400) {
+    super("AMBIGUOUS_REQUEST", status, "Request refused", reason);
+  }
+}
+
 export class BodyTooLargeError extends GatewayError {
   constructor(limit: number) {
     super("BODY_TOO_LARGE", 413, "Request body too large", `the body exceeds ${limit} bytes`, { limit });

@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { isIP } from "node:net";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { ConfigError } from "../errors.js";
@@ -112,6 +113,11 @@ export async function loadConfig(file: string, overrides: Overrides = {}): Promi
   return parseConfigText(text, file, overrides);
 }
 
+/**
+ * IP literals only: a name such as "127.attacker.example" or even "localhost" resolves to whatever
+ * the resolver says, so it proves nothing about where the listener ends up.
+ */
 function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || /^127\./.test(host);
+  if (isIP(host) === 4) return host.startsWith("127.");
+  return isIP(host) === 6 && /^(0*:)*:?0*1$/.test(host);
 }

@@ -27,6 +27,8 @@ export interface RouteSettings {
   /** The largest answer stored; a larger one reaches its caller only, and the key becomes unknown. */
   maxResponseSize: number;
   onUnknown: "reject" | "retry" | "reconcile";
+  /** Lower-case names of every header a key, scope, identity or fingerprint is read from. */
+  readsHeaders: ReadonlySet<string>;
   /** Present when onUnknown is reconcile (the config is refused otherwise). */
   reconcile: ReconcileRule | undefined;
   /**
@@ -124,12 +126,22 @@ export function mergeSettings(
   const key = { ...defaults.key, ...route.key };
   const cacheList = route.cache ?? defaults.cache;
   const reconcile = route.reconcile ?? defaults.reconcile;
+  const header = key.header ?? "Idempotency-Key";
+  const from = key.from ?? [];
+  const scope = route.scope ?? defaults.scope;
+  const identity = route.identity ?? defaults.identity;
+  const fingerprint = route.fingerprint ?? defaults.fingerprint;
+  const readsHeaders = new Set<string>(header === false ? [] : [header.toLowerCase()]);
+  for (const s of [...from, ...scope, ...identity, ...fingerprint]) {
+    if (typeof s !== "string" && s.kind === "header") readsHeaders.add(s.name);
+  }
   return {
     methods: new Set(route.methods ?? defaults.methods),
-    key: { header: key.header ?? "Idempotency-Key", required: key.required ?? false, from: key.from ?? [] },
-    scope: route.scope ?? defaults.scope,
-    identity: route.identity ?? defaults.identity,
-    fingerprint: route.fingerprint ?? defaults.fingerprint,
+    key: { header, required: key.required ?? false, from },
+    scope,
+    identity,
+    readsHeaders,
+    fingerprint,
     ttlMs: route.ttl ?? defaults.ttl,
     lockTtlMs: route.lockTtl ?? defaults.lockTtl,
     concurrent: route.concurrent ?? defaults.concurrent,

@@ -53,6 +53,18 @@ function bearer(token: string | undefined): MiddlewareHandler {
   };
 }
 
+function writesNeedToken(token: string | undefined): MiddlewareHandler {
+  return async function adminWrites(_c, next) {
+    if (token) return next();
+    return problem(
+      403,
+      "ADMIN_TOKEN_REQUIRED",
+      "Admin token required",
+      "purge and resolve change what callers get back: set admin.token (or ADMIN_TOKEN) to use them",
+    );
+  };
+}
+
 /** A key as the operator knows it: the route, and either the client's header key or the business fields. */
 const keyRef = z
   .strictObject({
@@ -77,7 +89,15 @@ const resolveBody = z.intersection(
     response: z
       .strictObject({
         status: z.number().int().min(100).max(599),
-        headers: z.array(z.tuple([z.string(), z.string()])).default([]),
+        headers: z
+          .array(
+            z.tuple([
+              z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "not a header name"),
+              // CR or LF in a stored header would split the replayed response.
+              z.string().regex(/^[^\r\n\0]*$/, "a header value may not hold CR, LF or NUL"),
+            ]),
+          )
+          .default([]),
         body: z.string().default(""),
         encoding: z.enum(["utf8", "base64"]).default("utf8"),
       })
@@ -143,6 +163,9 @@ export function createAdminApp(deps: AdminDeps): Hono {
     );
   });
   app.use("*", bearer(deps.token));
+  // Reads on loopback may be open; writes change what callers get back, so they always need the token.
+  app.use("/keys/purge", writesNeedToken(deps.token));
+  app.use("/keys/resolve", writesNeedToken(deps.token));
   app.get("/metrics", async (c) =>
     c.body(await deps.metrics.metrics(), 200, { "content-type": deps.metrics.contentType }),
   );
@@ -247,6 +270,17 @@ export function createAdminApp(deps: AdminDeps): Hono {
   });
 
   app.notFound(() => problem(404, "NOT_FOUND", "Not found", "no such admin endpoint"));
+  app.onError((err) =>
+    problem(
+      503,
+      "STORE_UNAVAILABLE",
+      "Idempotency store unavailable",
+      `the store cannot be reached: ${err.message}`,
+      {
+        "retry-after": "5",
+      },
+    ),
+  );
   return app;
 }
 

@@ -6,6 +6,7 @@ import { Hono } from "hono";
 import type { Logger } from "pino";
 import type { CompiledRoute, ReconcileRule, RouteTable } from "../config/index.js";
 import {
+  AmbiguousRequestError,
   BodyTooLargeError,
   GatewayError,
   NoRouteError,
@@ -60,6 +61,9 @@ type Env = { Bindings: HttpBindings };
 
 /** Pass-through request bodies up to this size, with a declared length, are sent in one write. */
 const SMALL_BODY = 64 * 1024;
+
+/** Headers that frameworks read as "the real method" (Rails, Express method-override, ASP.NET, Symfony). */
+const METHOD_OVERRIDES = ["x-http-method-override", "x-http-method", "x-method-override"];
 
 const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
@@ -133,6 +137,34 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
   const trustedHeaders = deps.trustedHeaders ?? [];
   const app = new Hono<Env>();
   const trusted = (incoming: IncomingMessage) => trust.trusts(incoming.socket.remoteAddress);
+
+  /**
+   * What would let one request be read one way here and another way upstream: TRACE (which echoes
+   * credentials back); a method-override header anywhere but on a `protect: false` route (a GET
+   * that the backend runs as a POST would pass unprotected); and, on a protected request, a
+   * Connection header naming a header that the key, scope
+   * or identity is read from (the gateway would read it, then strip it before the backend sees it).
+   */
+  function refuseAmbiguous(route: CompiledRoute, guarded: boolean, incoming: IncomingMessage): void {
+    if (incoming.method === "TRACE" || incoming.method === "TRACK")
+      throw new AmbiguousRequestError(`${incoming.method} is not forwarded`, 405);
+    // Everywhere but on a route that is never protected: a GET /invoices claiming to be a POST
+    // matches no POST route, so it would pass through and be executed as one.
+    if (route.protect) {
+      for (const name of METHOD_OVERRIDES) {
+        if (incoming.headers[name] !== undefined)
+          throw new AmbiguousRequestError(`${name} is not accepted here; send the method itself`);
+      }
+    }
+    if (!guarded) return;
+    const connection = incoming.headers.connection;
+    if (connection === undefined) return;
+    for (const token of connection.split(",")) {
+      const name = token.trim().toLowerCase();
+      if (route.settings.readsHeaders.has(name))
+        throw new AmbiguousRequestError(`Connection names ${name}, which this route reads a key from`);
+    }
+  }
 
   /** A header that only a trusted proxy sets, sent by anyone else, would let a caller name another tenant. */
   function refuseUntrustedHeaders(incoming: IncomingMessage): void {
@@ -297,6 +329,13 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       const v = incoming.headers[name];
       return Array.isArray(v) ? v.join(", ") : v;
     };
+    // Unmatched requests are guarded only when they carry a key: then they are protected (or would be,
+    // under the method they claim).
+    const keyHeader = route.settings.key.header;
+    const guarded = route.fallback
+      ? keyHeader !== false && header(keyHeader.toLowerCase()) !== undefined
+      : route.protect;
+    refuseAmbiguous(route, guarded, incoming);
     if (!isProtected(route, method, header))
       return passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path);
 

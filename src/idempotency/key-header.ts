@@ -1,38 +1,36 @@
+import { parseItem } from "structured-headers";
 import { InvalidKeyError } from "../errors.js";
 
 const MAX_KEY_LENGTH = 255;
 
 /**
  * Reads an Idempotency-Key header value. draft-ietf-httpapi-idempotency-key-header makes it an
- * RFC 8941 sf-string (`"abc"`); many clients send a bare token (`abc`), so both are accepted.
- * The key is 1 to 255 printable ASCII characters. Two header lines arrive joined by ", " and fail.
+ * RFC 8941 sf-string (`"abc"`, parameters allowed and ignored); many clients send a bare token
+ * (`abc`), so that is accepted too. The key is 1 to 255 printable ASCII characters. A bare key with
+ * a comma is refused: two header lines arrive joined by ", ", and which one is the key is a guess.
  */
 export function parseIdempotencyKey(raw: string, header = "Idempotency-Key"): string {
   const value = raw.trim();
   let key: string;
   if (value.startsWith('"')) {
-    key = "";
-    let i = 1;
-    for (; i < value.length; i++) {
-      const ch = value.charCodeAt(i);
-      if (ch === 0x5c) {
-        const next = value[i + 1];
-        if (next !== '"' && next !== "\\")
-          throw new InvalidKeyError(header, "invalid escape in quoted string");
-        key += next;
-        i++;
-      } else if (ch === 0x22) {
-        break;
-      } else if (ch < 0x20 || ch > 0x7e) {
-        throw new InvalidKeyError(header, "only printable ASCII characters are allowed");
-      } else {
-        key += value[i];
-      }
+    let item: ReturnType<typeof parseItem>;
+    try {
+      item = parseItem(value);
+    } catch (err) {
+      throw new InvalidKeyError(
+        header,
+        `not a structured-field string (${(err as Error).message}); sent on more than one line?`,
+      );
     }
-    if (i >= value.length) throw new InvalidKeyError(header, "unterminated quoted string");
-    if (i !== value.length - 1)
-      throw new InvalidKeyError(header, "unexpected characters after the quoted string");
+    if (typeof item[0] !== "string") throw new InvalidKeyError(header, "not a structured-field string");
+    key = item[0];
   } else {
+    if (value.includes(",")) {
+      throw new InvalidKeyError(
+        header,
+        "the header was sent more than once, or the key holds a comma (send it as a quoted string)",
+      );
+    }
     if (!/^[\x21-\x7e]*$/.test(value)) {
       throw new InvalidKeyError(
         header,

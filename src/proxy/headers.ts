@@ -89,7 +89,10 @@ export function responseHeaderPairs(
 ): [string, string][] {
   const pairs: [string, string][] = [];
   if (Array.isArray(headers)) {
-    for (let i = 0; i + 1 < headers.length; i += 2) pairs.push([String(headers[i]), String(headers[i + 1])]);
+    // latin1: one char per byte, which Node writes back as the same byte. UTF-8 decoding would
+    // re-encode a UTF-8 value and turn any other byte into a character Node refuses to write.
+    const text = (v: string | Buffer | undefined) => (Buffer.isBuffer(v) ? v.toString("latin1") : String(v));
+    for (let i = 0; i + 1 < headers.length; i += 2) pairs.push([text(headers[i]), text(headers[i + 1])]);
   } else {
     for (const [name, value] of Object.entries(headers)) {
       if (Array.isArray(value)) for (const v of value) pairs.push([name, v]);

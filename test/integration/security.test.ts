@@ -10,9 +10,11 @@ import { pino } from "pino";
 import { afterEach, describe, expect, it } from "vitest";
 import { parseConfigText } from "../../src/config/index.js";
 import { type RunningGateway, startGateway } from "../../src/gateway/index.js";
-import { startTestGateway, type TestConfig } from "../helpers/gateway.js";
+import { MemoryStore } from "../../src/store/index.js";
+import { startTestGateway, type TestConfig, testConfig } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
 import { rawHttp, rawRequest } from "../helpers/raw.js";
+import { loseReplies } from "../helpers/store-faults.js";
 import { gate, startUpstream, type TestUpstream, type UpstreamHandler } from "../helpers/upstream.js";
 
 let upstream: TestUpstream | undefined;
@@ -469,5 +471,145 @@ describe("slow and greedy clients are cut off", () => {
     const reply = await rawRequest(gateway.url, rawHttp("GET", "/", { "X-Big": "x".repeat(2_000) }));
     expect(reply.status).toBe(431);
     expect(upstream.calls).toHaveLength(0);
+  });
+});
+
+describe("smaller doors", () => {
+  const json = { "content-type": "application/json" };
+
+  it("upstream header bytes are replayed byte for byte, UTF-8 and not", async () => {
+    const { gateway, upstream } = await start({ routes: [invoiceRoute] }, (_c, res) => {
+      // latin1 strings: one char per byte, so these are the bytes on the wire.
+      res.setHeader("X-Utf8", Buffer.from("café ✓").toString("latin1"));
+      res.setHeader("X-Raw", "\xff\xfe");
+      res.writeHead(201);
+      res.end("ok");
+    });
+    const request = rawHttp("POST", "/invoices", json, invoiceBody());
+    const first = await rawRequest(gateway.url, request);
+    const replay = await rawRequest(gateway.url, request);
+    expect(first.status).toBe(201);
+    expect(first.head.includes(Buffer.from("X-Utf8: café ✓"))).toBe(true);
+    expect(first.head.includes(Buffer.from([0x58, 0x2d, 0x52, 0x61, 0x77, 0x3a, 0x20, 0xff, 0xfe]))).toBe(
+      true,
+    );
+    expect(replay.headers).toContainEqual(["idempotent-replayed", "true"]);
+    expect(replay.head.includes(Buffer.from("X-Utf8: café ✓"))).toBe(true);
+    expect(replay.head.includes(Buffer.from([0xff, 0xfe]))).toBe(true);
+    expect(upstream.calls).toHaveLength(1);
+  });
+
+  it("two Idempotency-Key lines, one empty, are a 400; an sf-string with parameters is a key", async () => {
+    const { gateway, upstream } = await start({ routes: [] });
+    const twoLines = await rawRequest(
+      gateway.url,
+      rawHttp(
+        "POST",
+        "/orders",
+        [
+          ["Idempotency-Key", "abc"],
+          ["Idempotency-Key", ""],
+        ],
+        "{}",
+      ),
+    );
+    expect(twoLines.status).toBe(400);
+    expect(JSON.parse(twoLines.body.toString())).toMatchObject({ code: "INVALID_KEY" });
+    const withParams = { "idempotency-key": '"abc";v=1', ...json };
+    await send(`${gateway.url}/orders`, { headers: withParams, body: "{}" });
+    const again = await send(`${gateway.url}/orders`, {
+      headers: { ...withParams, "idempotency-key": '"abc"' },
+      body: "{}",
+    });
+    expect(again.headers["idempotent-replayed"]).toBe("true");
+    expect(upstream.calls).toHaveLength(1);
+  });
+
+  it("a Connection header naming a key or scope source is a 400", async () => {
+    const { gateway, upstream } = await start({
+      routes: [{ ...invoiceRoute, scope: ["header:X-Tenant-Id"] }],
+    });
+    const reply = await rawRequest(
+      gateway.url,
+      rawHttp(
+        "POST",
+        "/invoices",
+        { ...json, "X-Tenant-Id": "acme", Connection: "X-Tenant-Id" },
+        invoiceBody(),
+      ),
+    );
+    expect(reply.status).toBe(400);
+    expect(JSON.parse(reply.body.toString()).detail).toContain("x-tenant-id");
+    expect(upstream.calls).toHaveLength(0);
+  });
+
+  it("method-override headers are refused on a protected route, TRACE everywhere", async () => {
+    const { gateway, upstream } = await start({ routes: [invoiceRoute] });
+    const override = await send(`${gateway.url}/invoices`, {
+      method: "GET",
+      headers: { "x-http-method-override": "POST" },
+    });
+    expect(override.status).toBe(400);
+    expect(override.json()).toMatchObject({ code: "AMBIGUOUS_REQUEST" });
+    const trace = await rawRequest(gateway.url, rawHttp("TRACE", "/anything", { Authorization: "Bearer s" }));
+    expect(trace.status).toBe(405);
+    expect(upstream.calls).toHaveLength(0);
+  });
+});
+
+describe("the admin API", () => {
+  it("refuses writes without a token even on loopback", async () => {
+    const { gateway } = await start({ routes: [invoiceRoute] });
+    const purge = await send(`${gateway.adminUrl}/keys/purge`, {
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ route: "create-invoice", key: ["A", "T-1"] }),
+    });
+    expect(purge.status).toBe(403);
+    expect(purge.json()).toMatchObject({ code: "ADMIN_TOKEN_REQUIRED" });
+  });
+
+  it("refuses a resolve whose stored header holds CR/LF", async () => {
+    const token = "a-long-enough-admin-token";
+    const { gateway } = await start({ admin: { port: 0, token }, routes: [invoiceRoute] });
+    const reply = await send(`${gateway.adminUrl}/keys/resolve`, {
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({
+        route: "create-invoice",
+        key: ["A", "T-1"],
+        action: "store",
+        response: { status: 200, headers: [["x-a", "1\r\nSet-Cookie: planted=1"]] },
+      }),
+    });
+    expect(reply.status).toBe(400);
+    expect(reply.json().detail).toContain("CR, LF");
+  });
+
+  it("accepts only IP literals as loopback for an admin API without a token", () => {
+    const config = (host: string) => () =>
+      testConfig({ upstream: "http://127.0.0.1:9", admin: { host, port: 0 } });
+    expect(config("127.attacker.example")).toThrow(/admin.token: required/);
+    expect(config("localhost")).toThrow(/admin.token: required/);
+    expect(config("127.0.0.1")).not.toThrow();
+    expect(config("::1")).not.toThrow();
+  });
+});
+
+describe("the admin API on a failing store", () => {
+  it("answers a store error as problem+json 503, not text/plain 500", async () => {
+    const faults = loseReplies(new MemoryStore());
+    upstream = await startUpstream();
+    const token = "a-long-enough-admin-token";
+    gateway = await startTestGateway(
+      { upstream: upstream.url, admin: { port: 0, token }, routes: [invoiceRoute] },
+      faults.store,
+    );
+    faults.failNext("get", 1);
+    const reply = await send(`${gateway.adminUrl}/keys/lookup`, {
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({ route: "create-invoice", key: ["A", "T-1"] }),
+    });
+    expect(reply.status).toBe(503);
+    expect(reply.headers["content-type"]).toBe("application/problem+json");
+    expect(reply.json()).toMatchObject({ code: "STORE_UNAVAILABLE" });
   });
 });

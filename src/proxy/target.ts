@@ -23,8 +23,9 @@ const ABSOLUTE_FORM = /^https?:\/\/[^/?#]*/i;
  * a route: RFC 3986 §6.2.2 normalization (percent-encodings of unreserved characters decoded, other
  * encodings upper-cased, then dot segments removed), duplicate slashes merged, an absolute-form target
  * reduced to its path (RFC 9112 §3.2.2), a fragment dropped. What backends disagree about is refused
- * rather than guessed: `;` path parameters (Tomcat drops them, most others do not), backslashes
- * (IIS reads them as "/"), control characters and malformed encodings.
+ * rather than guessed: `;` path parameters (Tomcat drops them, most others do not), control
+ * characters and malformed encodings. (Node's HTTP parser already refuses a backslash, which IIS
+ * would read as "/".)
  */
 export function normalizeTarget(raw: string): Target {
   let target = raw;
@@ -49,7 +50,6 @@ function normalizePath(raw: string): string {
     const code = raw.charCodeAt(i);
     if (code <= 0x20 || code >= 0x7f)
       throw new InvalidTargetError("the path holds a control or non-ASCII character");
-    if (ch === "\\") throw new InvalidTargetError("the path holds a backslash");
     if (ch === ";") throw new InvalidTargetError('path parameters (";") are not accepted');
     if (ch !== "%") {
       decoded += ch;

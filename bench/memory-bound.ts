@@ -28,13 +28,13 @@ for (let i = 0; i < 200_000; i++) {
   await store.complete(
     key,
     "t",
-    { status: 201, headers: [["content-type", "application/json"]], body },
+    { status: 201, headers: [["content-type", "application/json"]], body: Buffer.from(body) },
     lease.ttlMs,
   );
 }
 gc?.();
-const grown = Math.round((process.memoryUsage().rss - before) / 1e6);
+const grown = Math.round((held() - before) / 1e6);
 console.log(
-  `${bounded ? "default bounds" : "unbounded"}: ${store.size} records kept, ${evicted} evicted, RSS +${grown} MB`,
+  `${bounded ? "default bounds" : "unbounded"}: ${store.size} records kept, ${evicted} evicted, heap + buffers +${grown} MB`,
 );
 await store.close();

@@ -103,6 +103,14 @@ function writeStored(
   outgoing.end(bodyless ? undefined : response.body);
 }
 
+/** A request's header by lower-case name, repeated lines joined as Node joins them. */
+function headerReader(req: IncomingMessage): (name: string) => string | undefined {
+  return (name) => {
+    const v = req.headers[name];
+    return Array.isArray(v) ? v.join(", ") : v;
+  };
+}
+
 /**
  * `Expect: 100-continue` with a declared body larger than the route reads: answered 413 before the
  * client sends it. True when it answered.
@@ -119,10 +127,7 @@ export function refuseOversizeExpect(routes: RouteTable, req: IncomingMessage, r
   const method = req.method as string;
   const { route } = routes.match(method, path);
   const limit = route.settings.maxBodySize;
-  const header = (name: string) => {
-    const v = req.headers[name];
-    return Array.isArray(v) ? v.join(", ") : v;
-  };
+  const header = headerReader(req);
   if (declared <= limit || !isProtected(route, method, header)) return false;
   const problem = toProblem(new BodyTooLargeError(limit), req.url);
   res.writeHead(problem.status, { ...problem.headers, connection: "close" });
@@ -325,10 +330,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     const { route, params } = routes.match(method, path);
     if (route.fallback && routes.unmatched === "reject") throw new NoRouteError();
     refuseUntrustedHeaders(incoming);
-    const header = (name: string) => {
-      const v = incoming.headers[name];
-      return Array.isArray(v) ? v.join(", ") : v;
-    };
+    const header = headerReader(incoming);
     // Unmatched requests are guarded only when they carry a key: then they are protected (or would be,
     // under the method they claim).
     const keyHeader = route.settings.key.header;

@@ -2,8 +2,18 @@
  * Every error the gateway answers with on purpose. Each has a stable `code` that callers and tests
  * branch on, the HTTP status it maps to, and a title; `gateway/problem.ts` turns them into RFC 9457
  * problem+json in one place. Anything that is not a GatewayError is a bug and becomes a bare 500.
+ *
+ * Each also says whether sending the same request again can get another answer (`retryable`), and,
+ * only when a retry can succeed after a known time, how long to wait (`retryAfterSeconds`, sent as
+ * Retry-After). A Retry-After on an answer that no wait will change makes clients that honour it
+ * sleep for nothing and then get the same answer.
  */
 export class GatewayError extends Error {
+  /** Whether the same request, sent again, may get another answer. */
+  retryable = false;
+  /** Seconds after which a retry can succeed; undefined when no wait is known to help. */
+  retryAfterSeconds: number | undefined;
+
   constructor(
     readonly code: string,
     readonly status: number,
@@ -18,14 +28,14 @@ export class GatewayError extends Error {
 
   /** Extra response headers (Retry-After) that belong with this answer. */
   headers(): Record<string, string> {
-    return {};
+    return this.retryAfterSeconds === undefined ? {} : { "retry-after": String(this.retryAfterSeconds) };
   }
-}
 
-abstract class RetryableError extends GatewayError {
-  abstract readonly retryAfterSeconds: number;
-  override headers(): Record<string, string> {
-    return { "retry-after": String(this.retryAfterSeconds) };
+  /** Marks the error retryable, after `seconds` when that is known. */
+  retryAfter(seconds?: number): this {
+    this.retryable = true;
+    this.retryAfterSeconds = seconds;
+    return this;
   }
 }
 
@@ -108,8 +118,8 @@ export class KeyReusedError extends GatewayError {
   }
 }
 
-export class InFlightError extends RetryableError {
-  constructor(readonly retryAfterSeconds: number) {
+export class InFlightError extends GatewayError {
+  constructor(retryAfterSeconds: number) {
     super(
       "IN_FLIGHT",
       409,
@@ -117,14 +127,19 @@ export class InFlightError extends RetryableError {
       "an earlier request with this key is being processed; retry later to get its response",
       { state: "in_flight" },
     );
+    this.retryAfter(retryAfterSeconds);
   }
 }
 
-export class OutcomeUnknownError extends RetryableError {
+/**
+ * The key's outcome is unknown. Not retryable by default: under onUnknown: reject the state lasts
+ * until its TTL ends or an operator resolves it, so no wait helps. The engine marks the cases where a
+ * retry can succeed (a probe that may answer later, a settle time that ends).
+ */
+export class OutcomeUnknownError extends GatewayError {
   constructor(
-    detail = "an earlier attempt reached the backend but its answer was lost; it is not repeated automatically",
+    detail = "an earlier attempt reached the backend but its answer was lost; it is not repeated automatically, and retries get this answer until an operator resolves the key or its TTL ends",
     options?: ErrorOptions,
-    readonly retryAfterSeconds = 60,
   ) {
     super(
       "OUTCOME_UNKNOWN",
@@ -142,8 +157,7 @@ export class OutcomeUnknownError extends RetryableError {
  * `cache`, or no answer at all). The waiters do not each execute the operation again: they are told
  * to retry, and the retry is a fresh attempt.
  */
-export class AttemptNotStoredError extends RetryableError {
-  readonly retryAfterSeconds = 1;
+export class AttemptNotStoredError extends GatewayError {
   constructor() {
     super(
       "NOT_STORED",
@@ -152,6 +166,7 @@ export class AttemptNotStoredError extends RetryableError {
       "this request waited on an earlier one with the same key, which ended without an answer to share; retry to send it again",
       { state: "released" },
     );
+    this.retryAfter(1);
   }
 }
 
@@ -169,6 +184,8 @@ export class UpstreamUnreachableError extends GatewayError {
       {},
       options,
     );
+    // Nothing was sent and the key is free again; when the upstream is back is not known here.
+    this.retryable = true;
   }
 }
 
@@ -212,7 +229,8 @@ export class ResponseTooLargeError extends GatewayError {
 
 /** A protected request reached the upstream and its answer was lost: the key is now `unknown`. */
 export class UpstreamOutcomeUnknownError extends GatewayError {
-  constructor(cause: UpstreamFailedError) {
+  /** `retryable`: the route resolves an unknown outcome on a retry (onUnknown retry or reconcile). */
+  constructor(cause: UpstreamFailedError, retryable = false) {
     super(
       "UPSTREAM_OUTCOME_UNKNOWN",
       504,
@@ -221,11 +239,11 @@ export class UpstreamOutcomeUnknownError extends GatewayError {
       { state: "unknown" },
       { cause },
     );
+    this.retryable = retryable;
   }
 }
 
-export class StoreUnavailableError extends RetryableError {
-  readonly retryAfterSeconds = 5;
+export class StoreUnavailableError extends GatewayError {
   constructor(reason: string, options?: ErrorOptions) {
     super(
       "STORE_UNAVAILABLE",
@@ -235,6 +253,7 @@ export class StoreUnavailableError extends RetryableError {
       {},
       options,
     );
+    this.retryAfter(5);
   }
 }
 
@@ -242,8 +261,7 @@ export class StoreUnavailableError extends RetryableError {
  * The memory store is at its bound and holds nothing it may evict: every record is in flight or of
  * unknown outcome. Not an outage: failMode: open does not forward past it.
  */
-export class StoreFullError extends RetryableError {
-  readonly retryAfterSeconds = 5;
+export class StoreFullError extends GatewayError {
   constructor() {
     super(
       "STORE_FULL",
@@ -251,6 +269,7 @@ export class StoreFullError extends RetryableError {
       "Idempotency store full",
       "the store holds as many requests in flight as it may; retry later",
     );
+    this.retryAfter(5);
   }
 }
 

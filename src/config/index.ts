@@ -1,3 +1,4 @@
+export { type ErrorBodyShape, type ErrorValues, renderTemplate } from "./error-body.js";
 export {
   envOverrides,
   formatPath,

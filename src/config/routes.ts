@@ -1,3 +1,4 @@
+import type { ErrorBodyShape } from "./error-body.js";
 import type { Config, DefaultsInput, FingerprintPart, ReconcileRule, RouteInput } from "./schema.js";
 import type { Source } from "./sources.js";
 
@@ -23,12 +24,17 @@ export interface RouteSettings {
   waitTimeoutMs: number;
   cache: (status: number) => boolean;
   cacheList: readonly (string | number)[];
+  /** Upstream statuses (not cached) after which the key becomes unknown instead of being released. */
+  unknownOn: (status: number) => boolean;
+  unknownOnList: readonly (string | number)[];
   maxBodySize: number;
   /** The largest answer stored; a larger one reaches its caller only, and the key becomes unknown. */
   maxResponseSize: number;
   onUnknown: "reject" | "retry" | "reconcile";
   /** Lower-case names of every header a key, scope, identity or fingerprint is read from. */
   readsHeaders: ReadonlySet<string>;
+  /** The shape of the gateway's own error answers on this route. */
+  errorBody: ErrorBodyShape;
   /** Present when onUnknown is reconcile (the config is refused otherwise). */
   reconcile: ReconcileRule | undefined;
   /**
@@ -58,15 +64,25 @@ export interface RouteMatch {
 
 export const FALLBACK_ROUTE_NAME = "(default)";
 
-export function cachePredicate(list: readonly (string | number)[]): (status: number) => boolean {
+/**
+ * Whether a status is in a list of codes and classes ("2xx"); a class leaves out the `exceptions`,
+ * which only an exact code names.
+ */
+export function statusPredicate(
+  list: readonly (string | number)[],
+  exceptions: ReadonlySet<number> = new Set(),
+): (status: number) => boolean {
   const codes = new Set<number>();
   const classes = new Set<number>();
   for (const entry of list) {
     if (typeof entry === "number") codes.add(entry);
     else classes.add(Number(entry[0]));
   }
-  return (status) =>
-    codes.has(status) || (classes.has(Math.floor(status / 100)) && !NEVER_CACHED_BY_CLASS.has(status));
+  return (status) => codes.has(status) || (classes.has(Math.floor(status / 100)) && !exceptions.has(status));
+}
+
+export function cachePredicate(list: readonly (string | number)[]): (status: number) => boolean {
+  return statusPredicate(list, NEVER_CACHED_BY_CLASS);
 }
 
 function escapeRegex(text: string): string {
@@ -125,6 +141,7 @@ export function mergeSettings(
 ): RouteSettings {
   const key = { ...defaults.key, ...route.key };
   const cacheList = route.cache ?? defaults.cache;
+  const unknownOnList = route.unknownOn ?? defaults.unknownOn;
   const reconcile = route.reconcile ?? defaults.reconcile;
   const header = key.header ?? "Idempotency-Key";
   const from = key.from ?? [];
@@ -148,10 +165,13 @@ export function mergeSettings(
     waitTimeoutMs: route.waitTimeout ?? defaults.waitTimeout,
     cache: cachePredicate(cacheList),
     cacheList,
+    unknownOn: statusPredicate(unknownOnList),
+    unknownOnList,
     maxBodySize: route.maxBodySize ?? defaults.maxBodySize,
     maxResponseSize: route.maxResponseSize ?? defaults.maxResponseSize,
     onUnknown: route.onUnknown ?? defaults.onUnknown,
     reconcile,
+    errorBody: route.errorBody ?? defaults.errorBody,
     settleMs: reconcile?.settle ?? context.upstreamTimeoutMs,
   };
 }

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { templateProblems } from "./error-body.js";
 import { parseSource, parseTemplate, type Source, type Template } from "./sources.js";
 import { isAddressOrSubnet, parseDuration, parseSize } from "./units.js";
 
@@ -106,6 +107,31 @@ const keyRule = z.strictObject({
 });
 export type KeyRule = z.output<typeof keyRule>;
 
+const errorBody = z
+  .strictObject({
+    template: z
+      .unknown()
+      .optional()
+      .describe(
+        "A JSON value (written as YAML) whose strings may name {code}, {status}, {title}, {detail}, {retryable}, " +
+          "{retryAfter}, {requestId}, {type}, {instance}, {state}, {source}, {header}, {limit}. By default, none: " +
+          "RFC 9457 problem+json.",
+      ),
+    contentType: z
+      .string()
+      .regex(/^[\w.+-]+\/[\w.+-]+(\s*;.*)?$/, "expected a media type such as application/json")
+      .optional()
+      .describe("By default, application/json with a template and application/problem+json without."),
+  })
+  .superRefine((shape, ctx) => {
+    for (const message of templateProblems(shape.template)) ctx.addIssue({ code: "custom", message });
+  })
+  .transform((shape) => ({
+    template: shape.template,
+    contentType:
+      shape.contentType ?? (shape.template === undefined ? "application/problem+json" : "application/json"),
+  }));
+
 const identitySource = source.refine((s) => s.kind === "header", {
   message: "an identity is read from a header (Authorization, or one a trusted proxy sets)",
 });
@@ -138,6 +164,13 @@ const settingsShape = {
   cache: z
     .array(cacheEntry)
     .describe("Upstream statuses that are stored and replayed. By default, 2xx and 4xx."),
+  unknownOn: z
+    .array(cacheEntry)
+    .describe(
+      "Upstream statuses, not in cache, that leave the outcome unknown (a backend may commit, then fail): " +
+        "the key becomes unknown and onUnknown decides what a retry gets, instead of the retry executing " +
+        "again. By default, 500, 502 and 504.",
+    ),
   maxBodySize: size.describe("Largest request body read on a protected route. By default, 1mb."),
   maxResponseSize: size.describe(
     "Largest upstream answer stored. A larger one is streamed to its caller and the key becomes unknown. By default, 10mb.",
@@ -146,6 +179,7 @@ const settingsShape = {
     .enum(["reject", "retry", "reconcile"])
     .describe("What a retry of a request whose outcome is unknown gets. By default, reject."),
   reconcile: reconcileRule.describe("The probe that onUnknown: reconcile asks the backend."),
+  errorBody: errorBody.describe("The shape of the gateway's own error answers on the route."),
 };
 
 const defaultsSchema = z
@@ -160,10 +194,12 @@ const defaultsSchema = z
     concurrent: settingsShape.concurrent.default("wait"),
     waitTimeout: settingsShape.waitTimeout.prefault("25s"),
     cache: settingsShape.cache.default(["2xx", "4xx"]),
+    unknownOn: settingsShape.unknownOn.default([500, 502, 504]),
     maxBodySize: settingsShape.maxBodySize.prefault("1mb"),
     maxResponseSize: settingsShape.maxResponseSize.prefault("10mb"),
     onUnknown: settingsShape.onUnknown.default("reject"),
     reconcile: settingsShape.reconcile.optional(),
+    errorBody: settingsShape.errorBody.prefault({}),
   })
   .prefault({});
 
@@ -195,10 +231,12 @@ const routeSchema = z.strictObject({
   concurrent: settingsShape.concurrent.optional(),
   waitTimeout: settingsShape.waitTimeout.optional(),
   cache: settingsShape.cache.optional(),
+  unknownOn: settingsShape.unknownOn.optional(),
   maxBodySize: settingsShape.maxBodySize.optional(),
   maxResponseSize: settingsShape.maxResponseSize.optional(),
   onUnknown: settingsShape.onUnknown.optional(),
   reconcile: settingsShape.reconcile.optional(),
+  errorBody: settingsShape.errorBody.optional(),
 });
 export type RouteInput = z.output<typeof routeSchema>;
 export type DefaultsInput = z.output<typeof defaultsSchema>;

@@ -29,6 +29,7 @@ import {
   TrustedProxies,
   type Upstream,
   upstreamRequestHeaders,
+  withRequestId,
 } from "../proxy/index.js";
 import type { StoredResponse } from "../store/index.js";
 import { readBody } from "./body.js";
@@ -57,7 +58,11 @@ export interface GatewayDeps {
   trustedHeaders?: readonly string[];
 }
 
-type Env = { Bindings: HttpBindings };
+type Env = {
+  Bindings: HttpBindings;
+  /** Set as soon as they are known, so that an error answer carries them. */
+  Variables: { requestId: string; route: CompiledRoute };
+};
 
 /** Pass-through request bodies up to this size, with a declared length, are sent in one write. */
 const SMALL_BODY = 64 * 1024;
@@ -68,7 +73,7 @@ const METHOD_OVERRIDES = ["x-http-method-override", "x-http-method", "x-method-o
 const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 
 /** The caller's X-Request-Id when it is a sane token, else a fresh one. */
-function requestIdOf(incoming: IncomingMessage): string {
+export function requestIdOf(incoming: IncomingMessage): string {
   const given = incoming.headers["x-request-id"];
   return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
 }
@@ -89,13 +94,18 @@ function forwardedTarget(view: RequestView): string {
   return view.rawQuery ? `${view.path}?${view.rawQuery}` : view.path;
 }
 
-/** Writes a stored (or just stored) response; first answers and replays go out byte for byte alike. */
+/**
+ * Writes a stored (or just stored) response; first answers and replays go out byte for byte alike.
+ * X-Request-Id is this request's, so that every caller can correlate its own answer; the stored
+ * record keeps whatever the upstream sent.
+ */
 function writeStored(
   outgoing: ServerResponse,
   response: StoredResponse,
   replayed: boolean | "reconciled",
+  requestId: string,
 ): void {
-  const headers = flatten(response.headers);
+  const headers = flatten(withRequestId(response.headers, requestId));
   if (replayed) headers.push("idempotent-replayed", replayed === true ? "true" : replayed);
   const bodyless = response.status === 204 || response.status === 304 || response.status < 200;
   if (!bodyless) headers.push("content-length", String(response.body.byteLength));
@@ -129,7 +139,11 @@ export function refuseOversizeExpect(routes: RouteTable, req: IncomingMessage, r
   const limit = route.settings.maxBodySize;
   const header = headerReader(req);
   if (declared <= limit || !isProtected(route, method, header)) return false;
-  const problem = toProblem(new BodyTooLargeError(limit), req.url);
+  const problem = toProblem(new BodyTooLargeError(limit), {
+    instance: req.url,
+    requestId: requestIdOf(req),
+    shape: route.settings.errorBody,
+  });
   res.writeHead(problem.status, { ...problem.headers, connection: "close" });
   res.end(problem.body);
   return true;
@@ -183,6 +197,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     incoming: IncomingMessage,
     outgoing: ServerResponse,
     target: string,
+    requestId: string,
   ): Promise<Response> {
     const declared = Number(incoming.headers["content-length"] ?? Number.NaN);
     const chunked = incoming.headers["transfer-encoding"] !== undefined;
@@ -202,12 +217,13 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
         path: target,
         headers: upstreamRequestHeaders(
           incoming.rawHeaders,
-          clientInfo(incoming, trusted(incoming), requestIdOf(incoming)),
+          clientInfo(incoming, trusted(incoming), requestId),
           small,
         ),
         body,
       },
       outgoing,
+      requestId,
     );
     return RESPONSE_ALREADY_SENT;
   }
@@ -290,7 +306,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       const response = await forwardBuffered(incoming, outgoing, route, view, ev);
       ev.outcome = RequestOutcome.Executed;
       ev.status = response.status;
-      writeStored(outgoing, response, false);
+      writeStored(outgoing, response, false, ev.requestId);
       return;
     }
     ev.storeKey = key.storeKey;
@@ -308,7 +324,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       );
       ev.outcome = outcomeOfResult(result.outcome);
       ev.status = result.response.status;
-      writeStored(outgoing, result.response, result.replayed);
+      writeStored(outgoing, result.response, result.replayed, ev.requestId);
     } catch (err) {
       if (!(err instanceof StoreUnavailableError) || deps.failMode !== "open") throw err;
       // failMode: open trades exactly-once for availability while the store is down.
@@ -319,15 +335,18 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       const response = await forwardBuffered(incoming, outgoing, route, view, ev);
       ev.outcome = RequestOutcome.Unprotected;
       ev.status = response.status;
-      writeStored(outgoing, response, false);
+      writeStored(outgoing, response, false, ev.requestId);
     }
   }
 
   app.all("*", async function idempotency(c) {
     const { incoming, outgoing } = c.env;
+    const requestId = requestIdOf(incoming);
+    c.set("requestId", requestId);
     const method = incoming.method as string;
     const { path, rawQuery } = normalizeTarget(incoming.url as string);
     const { route, params } = routes.match(method, path);
+    c.set("route", route);
     if (route.fallback && routes.unmatched === "reject") throw new NoRouteError();
     refuseUntrustedHeaders(incoming);
     const header = headerReader(incoming);
@@ -339,12 +358,12 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       : route.protect;
     refuseAmbiguous(route, guarded, incoming);
     if (!isProtected(route, method, header))
-      return passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path);
+      return passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
 
     const started = performance.now();
     const ev: RequestEvent = {
       time: Date.now(),
-      requestId: requestIdOf(incoming),
+      requestId,
       route: route.name,
       method,
       path,
@@ -381,7 +400,11 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       outgoing.destroy(err);
       return RESPONSE_ALREADY_SENT;
     }
-    const problem = toProblem(err, c.env?.incoming?.url);
+    const problem = toProblem(err, {
+      instance: c.env?.incoming?.url,
+      requestId: c.get("requestId"),
+      shape: (c.get("route") ?? routes.fallback).settings.errorBody,
+    });
     if (problem.status >= 500) logger.error({ err }, "request failed");
     return new Response(problem.body, { status: problem.status, headers: problem.headers });
   });

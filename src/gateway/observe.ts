@@ -27,7 +27,7 @@ export const RequestOutcome = {
   Mismatch: "mismatch",
   /** 400 or 413: the request itself was refused. */
   Rejected: "rejected",
-  /** 504 or 409: the outcome of an attempt is not known. */
+  /** 504 or 409, or an upstream status in unknownOn: the outcome of an attempt is not known. */
   Unknown: "unknown",
   /** Forwarded without protection because the store was unreachable (failMode: open). */
   Unprotected: "unprotected",
@@ -70,6 +70,8 @@ export function outcomeOfResult(outcome: Outcome): RequestOutcome {
       return RequestOutcome.Reconciled;
     case Outcome.Reexecuted:
       return RequestOutcome.Reexecuted;
+    case Outcome.AnsweredUnknown:
+      return RequestOutcome.Unknown;
     default:
       return RequestOutcome.Executed;
   }

@@ -31,6 +31,11 @@ export const Outcome = {
   Reexecuted: "reexecuted",
   /** Forwarded, but the status is not in `cache`: the key was released. */
   NotStored: "not_stored",
+  /**
+   * Forwarded, and the upstream answered with a status in `unknownOn` (a 500 after a commit is
+   * indistinguishable from one before): the caller got that answer and the key became unknown.
+   */
+  AnsweredUnknown: "answered_unknown",
   /** A stored response was replayed at once. */
   Replayed: "replayed",
   /** The request waited for a concurrent duplicate and got its response. */
@@ -138,11 +143,16 @@ export class IdempotencyEngine {
       case RecordState.Completed:
         return replay(record.response, Outcome.Replayed);
       case RecordState.Unknown:
+        // Found rather than taken over: onUnknown is reject, so no retry changes this answer.
         throw new OutcomeUnknownError();
       case RecordState.InFlight:
       case RecordState.Released:
         if (settings.concurrent === "reject") throw new InFlightError(IN_FLIGHT_RETRY_AFTER_S);
-        return answerAfterWait(await this.waitSettled(key, this.now() + settings.waitTimeoutMs), fingerprint);
+        return answerAfterWait(
+          await this.waitSettled(key, this.now() + settings.waitTimeoutMs),
+          fingerprint,
+          settings,
+        );
     }
   }
 
@@ -246,7 +256,7 @@ export class IdempotencyEngine {
           this.events.leaseLost?.(key);
           throw new OutcomeUnknownError(
             "the outcome of an earlier attempt is unknown and this attempt lost its lease before sending",
-          );
+          ).retryAfter(1);
         }
       }
       let response: StoredResponse;
@@ -272,7 +282,7 @@ export class IdempotencyEngine {
           err instanceof UpstreamFailedError
             ? err
             : new UpstreamFailedError(false, String(err), { cause: err });
-        throw new UpstreamOutcomeUnknownError(failed);
+        throw new UpstreamOutcomeUnknownError(failed, settings.onUnknown !== "reject");
       }
       if (settings.cache(response.status)) {
         await this.settle(key, () => this.store.complete(key, token, response, settings.ttlMs));
@@ -281,6 +291,14 @@ export class IdempotencyEngine {
           replayed: false,
           outcome: begun.took === "fresh" ? Outcome.Executed : Outcome.Reexecuted,
         };
+      }
+      if (settings.unknownOn(response.status)) {
+        // The backend answered, so nothing of this request can commit later (no settle time), but
+        // whether it committed before failing is unknown: a retry must not execute it again.
+        await this.settle(key, () =>
+          this.store.markUnknown(key, token, { ...times(settings, true), settleMs: 0 }),
+        );
+        return { response, replayed: false, outcome: Outcome.AnsweredUnknown };
       }
       // Not stored, but the duplicates that waited on this attempt get its answer.
       await this.settle(key, () => this.store.release(key, token, response, settings.waitTimeoutMs));
@@ -325,15 +343,14 @@ export class IdempotencyEngine {
     if (notFound) {
       throw new OutcomeUnknownError(
         "the outcome of an earlier attempt is unknown and the backend does not show it yet, but it may still commit it; retry after the time given",
-        undefined,
-        Math.max(1, Math.ceil(unsettledMs / 1000)),
-      );
+      ).retryAfter(Math.max(1, Math.ceil(unsettledMs / 1000)));
     }
+    // The next retry probes again; when the backend will answer it is not known.
     throw new OutcomeUnknownError(
       `the outcome of an earlier attempt is unknown and the reconciliation probe ${
         answer ? `answered ${answer.status}` : `failed (${failure})`
       }; it stays unknown`,
-    );
+    ).retryAfter();
   }
 
   /** Runs a write that ends an attempt; its failure must not hide the upstream's answer from the caller. */
@@ -357,12 +374,20 @@ function replay(response: StoredResponse, outcome: Outcome): EngineResult {
 }
 
 /** What a request that waited on a concurrent duplicate gets: that duplicate's answer, or a 409. */
-function answerAfterWait(record: StoredRecord | undefined, fingerprint: string): EngineResult {
+function answerAfterWait(
+  record: StoredRecord | undefined,
+  fingerprint: string,
+  settings: RouteSettings,
+): EngineResult {
   if (record && record.fingerprint !== fingerprint) throw new KeyReusedError();
   if (record?.state === RecordState.Completed) return replay(record.response, Outcome.Waited);
   if (record?.state === RecordState.Released && record.response) {
     return replay(record.response, Outcome.Waited);
   }
-  if (record?.state === RecordState.Unknown) throw new OutcomeUnknownError();
+  if (record?.state === RecordState.Unknown) {
+    const err = new OutcomeUnknownError();
+    // A retry takes the unknown key over (and probes, with reconcile) at once.
+    throw settings.onUnknown === "reject" ? err : err.retryAfter(1);
+  }
   throw new AttemptNotStoredError();
 }

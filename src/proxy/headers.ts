@@ -107,6 +107,16 @@ export function responseHeaderPairs(
 }
 
 /** Pairs to the flat list Node's `writeHead` takes, which keeps order and repeated names. */
+/** Response headers with X-Request-Id set to this request's, whatever the upstream sent. */
+export function withRequestId(
+  pairs: readonly (readonly [string, string])[],
+  requestId: string,
+): (readonly [string, string])[] {
+  const out = pairs.filter(([name]) => name.length !== 12 || name.toLowerCase() !== "x-request-id");
+  out.push(["x-request-id", requestId]);
+  return out;
+}
+
 export function flatten(pairs: readonly (readonly [string, string])[]): string[] {
   const out: string[] = [];
   for (const [name, value] of pairs) out.push(name, value);

@@ -1,4 +1,10 @@
-export { type ClientInfo, flatten, responseHeaderPairs, upstreamRequestHeaders } from "./headers.js";
+export {
+  type ClientInfo,
+  flatten,
+  responseHeaderPairs,
+  upstreamRequestHeaders,
+  withRequestId,
+} from "./headers.js";
 export { InvalidTargetError, normalizeTarget, type Target } from "./target.js";
 export { TrustedProxies } from "./trust.js";
 export { classifyUpstreamError, type OutboundRequest, Upstream, type UpstreamOptions } from "./upstream.js";

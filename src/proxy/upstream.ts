@@ -9,7 +9,7 @@ import {
   UpstreamUnreachableError,
 } from "../errors.js";
 import type { StoredResponse } from "../store/types.js";
-import { flatten, responseHeaderPairs } from "./headers.js";
+import { flatten, responseHeaderPairs, withRequestId } from "./headers.js";
 
 export interface UpstreamOptions {
   url: string;
@@ -185,7 +185,7 @@ export class Upstream {
    * A dispatch handler rather than `request()` + `pipeline()`: no intermediate stream, no per-request
    * AbortController, and the upstream's raw header order.
    */
-  streamTo(req: OutboundRequest, outgoing: ServerResponse): Promise<void> {
+  streamTo(req: OutboundRequest, outgoing: ServerResponse, requestId?: string): Promise<void> {
     return new Promise((resolve, reject) => {
       let finished = false;
       const settle = (err?: Error) => {
@@ -209,10 +209,8 @@ export class Upstream {
           },
           onResponseStart(controller, statusCode, parsed) {
             const raw = controller.rawHeaders;
-            outgoing.writeHead(
-              statusCode,
-              flatten(responseHeaderPairs(Array.isArray(raw) ? raw : parsed, false)),
-            );
+            const pairs = responseHeaderPairs(Array.isArray(raw) ? raw : parsed, false);
+            outgoing.writeHead(statusCode, flatten(requestId ? withRequestId(pairs, requestId) : pairs));
           },
           onResponseData(controller, chunk) {
             if (!outgoing.write(chunk)) {

@@ -124,8 +124,13 @@ describe("protected requests", () => {
     expect(retry.body.equals(binary)).toBe(true);
     expect(retry.headers["idempotent-replayed"]).toBe("true");
     expect(first.headers["idempotent-replayed"]).toBeUndefined();
-    const { "idempotent-replayed": _, ...retryHeaders } = retry.headers;
-    expect(retryHeaders).toEqual(first.headers);
+    // Every answer carries its own request's id; everything else is the stored answer's.
+    const { "idempotent-replayed": _, "x-request-id": retryId, ...retryHeaders } = retry.headers;
+    const { "x-request-id": firstId, ...firstHeaders } = first.headers;
+    expect(retryHeaders).toEqual(firstHeaders);
+    expect(firstId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(retryId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(retryId).not.toBe(firstId);
     expect(retry.headers["set-cookie"]).toEqual(["a=1", "b=2"]);
   });
 
@@ -147,7 +152,7 @@ describe("protected requests", () => {
       const out: string[] = [];
       for (let i = 0; i < h.length; i += 2) {
         const n = (h[i] as string).toLowerCase();
-        if (!["idempotent-replayed", "connection", "keep-alive"].includes(n))
+        if (!["idempotent-replayed", "x-request-id", "connection", "keep-alive"].includes(n))
           out.push(h[i] as string, h[i + 1] as string);
       }
       return out;

@@ -1,0 +1,145 @@
+/**
+ * The RPA story at its edges: a backend that commits and then fails, robots that retry at once or
+ * mint a key per attempt, and answers a robot can act on (one shape, retry guidance, request ids).
+ * Black-box: a real gateway in front of a real backend, over real sockets.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
+import type { RunningGateway } from "../../src/gateway/index.js";
+import { startTestGateway } from "../helpers/gateway.js";
+import { send } from "../helpers/http.js";
+import { invoice, invoiceRoute, reconcile } from "../helpers/invoices.js";
+import { gate, startUpstream, type TestUpstream } from "../helpers/upstream.js";
+
+let backend: RunningDemoBackend | undefined;
+let upstream: TestUpstream | undefined;
+let gateway: RunningGateway | undefined;
+afterEach(async () => {
+  await gateway?.close();
+  await backend?.close();
+  await upstream?.close();
+  gateway = undefined;
+  backend = undefined;
+  upstream = undefined;
+});
+
+describe("commit, then an error status", () => {
+  it("a 500 after a commit leaves the key unknown under the defaults: the retry is not executed", async () => {
+    backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "500" });
+    gateway = await startTestGateway({ upstream: backend.url, routes: [invoiceRoute()] });
+    const url = `${gateway.url}/invoices`;
+    const first = await send(url, invoice("INV-500"));
+    expect(first.status).toBe(500);
+    const retry = await send(url, invoice("INV-500"));
+    expect(retry.status).toBe(409);
+    expect(retry.json()).toMatchObject({ code: "OUTCOME_UNKNOWN", retryable: false });
+    expect(backend.stats().executions).toBe(1);
+  });
+
+  for (const status of [502, 504]) {
+    it(`${status} is an unknown outcome too`, async () => {
+      let executions = 0;
+      upstream = await startUpstream((_call, res) => {
+        executions++;
+        res.writeHead(status, { "content-type": "text/plain" });
+        res.end("bad gateway somewhere behind");
+      });
+      gateway = await startTestGateway({ upstream: upstream.url });
+      const headers = { "idempotency-key": `k-${status}` };
+      expect((await send(`${gateway.url}/pay`, { headers, body: "{}" })).status).toBe(status);
+      expect((await send(`${gateway.url}/pay`, { headers, body: "{}" })).status).toBe(409);
+      expect(executions).toBe(1);
+    });
+  }
+
+  it("with reconcile, the retry after a 500 gets the committed invoice", async () => {
+    backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "500" });
+    gateway = await startTestGateway({
+      upstream: backend.url,
+      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
+    });
+    const url = `${gateway.url}/invoices`;
+    expect((await send(url, invoice("INV-R500"))).status).toBe(500);
+    const retry = await send(url, invoice("INV-R500"));
+    expect(retry.status).toBe(200);
+    expect(retry.headers["idempotent-replayed"]).toBe("reconciled");
+    expect(backend.stats().executions).toBe(1);
+  });
+
+  it("unknownOn is configurable: a status left out releases the key, as a 503 does by default", async () => {
+    let executions = 0;
+    upstream = await startUpstream((_call, res) => {
+      executions++;
+      res.writeHead(executions === 1 ? 503 : 201, { "content-type": "application/json" });
+      res.end(JSON.stringify({ n: executions }));
+    });
+    gateway = await startTestGateway({ upstream: upstream.url });
+    const headers = { "idempotency-key": "k-503" };
+    expect((await send(`${gateway.url}/pay`, { headers, body: "{}" })).status).toBe(503);
+    expect((await send(`${gateway.url}/pay`, { headers, body: "{}" })).status).toBe(201);
+    expect(executions).toBe(2);
+  });
+});
+
+describe("retry guidance", () => {
+  it("OUTCOME_UNKNOWN under reject says retryable: false and sends no Retry-After", async () => {
+    backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "drop" });
+    gateway = await startTestGateway({ upstream: backend.url, routes: [invoiceRoute()] });
+    const url = `${gateway.url}/invoices`;
+    const first = await send(url, invoice("INV-G"));
+    expect(first.status).toBe(504);
+    expect(first.json()).toMatchObject({ code: "UPSTREAM_OUTCOME_UNKNOWN", retryable: false });
+    const retry = await send(url, invoice("INV-G"));
+    expect(retry.status).toBe(409);
+    expect(retry.headers["retry-after"]).toBeUndefined();
+    expect(retry.json()).toMatchObject({ code: "OUTCOME_UNKNOWN", retryable: false });
+  });
+
+  it("IN_FLIGHT says retryable: true with Retry-After; a 400 says retryable: false", async () => {
+    const release = gate();
+    upstream = await startUpstream(async (_call, res) => {
+      await release.promise;
+      res.end("done");
+    });
+    gateway = await startTestGateway({
+      upstream: upstream.url,
+      routes: [invoiceRoute({ concurrent: "reject" })],
+    });
+    const url = `${gateway.url}/invoices`;
+    const first = send(url, invoice("INV-F"));
+    await upstream.called(1);
+    const dup = await send(url, invoice("INV-F"));
+    release.open();
+    expect((await first).status).toBe(200);
+    expect(dup.status).toBe(409);
+    expect(dup.headers["retry-after"]).toBe("1");
+    expect(dup.json()).toMatchObject({ code: "IN_FLIGHT", retryable: true, retryAfter: 1 });
+    const bad = await send(url, { headers: { "content-type": "application/json" }, body: "{}" });
+    expect(bad.status).toBe(400);
+    expect(bad.json()).toMatchObject({ code: "MISSING_KEY", retryable: false });
+  });
+});
+
+describe("request ids", () => {
+  it("every answer carries X-Request-Id: first answers, replays, errors and pass-through", async () => {
+    upstream = await startUpstream((call, res) => {
+      // A backend that echoes the id it was sent.
+      res.writeHead(201, { "x-request-id": String(call.headers["x-request-id"]) });
+      res.end("created");
+    });
+    gateway = await startTestGateway({ upstream: upstream.url });
+    const headers = (id: string) => ({ "idempotency-key": "k-rid", "x-request-id": id });
+    const first = await send(`${gateway.url}/pay`, { headers: headers("robot-1"), body: "{}" });
+    const replay = await send(`${gateway.url}/pay`, { headers: headers("robot-2"), body: "{}" });
+    expect(first.headers["x-request-id"]).toBe("robot-1");
+    expect(replay.headers["x-request-id"]).toBe("robot-2");
+    expect(replay.body.toString()).toBe("created");
+    const reused = await send(`${gateway.url}/pay`, { headers: headers("robot-3"), body: "{ }" });
+    expect(reused.status).toBe(422);
+    expect(reused.headers["x-request-id"]).toBe("robot-3");
+    expect(reused.json()).toMatchObject({ code: "KEY_REUSED", requestId: "robot-3" });
+    const passed = await send(`${gateway.url}/status`, { method: "GET" });
+    expect(passed.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
+    expect(upstream.calls.at(-1)?.headers["x-request-id"]).toBe(passed.headers["x-request-id"]);
+  });
+});

@@ -52,6 +52,13 @@ export class MissingKeyError extends GatewayError {
   }
 }
 
+/** A field the route requires (route `require`) is absent or empty; `source` names it as the config does. */
+export class MissingFieldError extends GatewayError {
+  constructor(source: string) {
+    super("MISSING_FIELD", 400, "Missing required field", `${source} is required`, { source });
+  }
+}
+
 /** A key, scope or fingerprint field holds a value that cannot be part of a key exactly. */
 export class InvalidKeyFieldError extends GatewayError {
   constructor(source: string, reason: string) {

@@ -15,6 +15,12 @@ export interface RouteSettings {
   methods: ReadonlySet<string>;
   key: { header: string | false; required: boolean; from: readonly Source[] };
   scope: readonly Source[];
+  /** Fields a request must carry besides its key (400 MISSING_FIELD). */
+  require: readonly Source[];
+  /** Header that carries the stored key upstream; false: none. */
+  operationIdHeader: string | false;
+  /** How long callers wait before they retry; undefined when the config does not say. */
+  callerTimeoutMs: number | undefined;
   /** Headers whose values, hashed, make every key the caller's own. */
   identity: readonly Source[];
   fingerprint: readonly FingerprintPart[];
@@ -127,6 +133,18 @@ export function compilePattern(
   };
 }
 
+const DEFAULT_WAIT_TIMEOUT_MS = 25_000;
+const CALLER_MARGIN_MS = 5_000;
+
+/**
+ * A waiting duplicate must be answered before its caller gives up, or the caller retries into
+ * another wait and never hears: 5 s less than the caller's timeout, at most half of it less.
+ */
+export function defaultWaitTimeout(callerTimeoutMs: number | undefined): number {
+  if (callerTimeoutMs === undefined) return DEFAULT_WAIT_TIMEOUT_MS;
+  return callerTimeoutMs - Math.min(CALLER_MARGIN_MS, Math.floor(callerTimeoutMs / 2));
+}
+
 /** What route settings need to know of the rest of the config. */
 export interface RouteContext {
   /** upstream.timeout in ms: the default settle time. */
@@ -143,26 +161,33 @@ export function mergeSettings(
   const cacheList = route.cache ?? defaults.cache;
   const unknownOnList = route.unknownOn ?? defaults.unknownOn;
   const reconcile = route.reconcile ?? defaults.reconcile;
-  const header = key.header ?? "Idempotency-Key";
   const from = key.from ?? [];
+  // On a route with a business key, a client's header is read only when the config names it: robots
+  // that mint a key per attempt would otherwise make every retry a new operation.
+  const header = key.header ?? (from.length > 0 ? false : "Idempotency-Key");
+  const callerTimeoutMs = route.callerTimeout ?? defaults.callerTimeout;
   const scope = route.scope ?? defaults.scope;
   const identity = route.identity ?? defaults.identity;
   const fingerprint = route.fingerprint ?? defaults.fingerprint;
   const readsHeaders = new Set<string>(header === false ? [] : [header.toLowerCase()]);
-  for (const s of [...from, ...scope, ...identity, ...fingerprint]) {
+  const require = route.require ?? defaults.require;
+  for (const s of [...from, ...scope, ...identity, ...require, ...fingerprint]) {
     if (typeof s !== "string" && s.kind === "header") readsHeaders.add(s.name);
   }
   return {
     methods: new Set(route.methods ?? defaults.methods),
     key: { header, required: key.required ?? false, from },
     scope,
+    require,
+    operationIdHeader: route.operationIdHeader ?? defaults.operationIdHeader,
+    callerTimeoutMs,
     identity,
     readsHeaders,
     fingerprint,
     ttlMs: route.ttl ?? defaults.ttl,
     lockTtlMs: route.lockTtl ?? defaults.lockTtl,
     concurrent: route.concurrent ?? defaults.concurrent,
-    waitTimeoutMs: route.waitTimeout ?? defaults.waitTimeout,
+    waitTimeoutMs: route.waitTimeout ?? defaults.waitTimeout ?? defaultWaitTimeout(callerTimeoutMs),
     cache: cachePredicate(cacheList),
     cacheList,
     unknownOn: statusPredicate(unknownOnList),

@@ -97,13 +97,17 @@ const keyRule = z.strictObject({
   header: z
     .union([z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "invalid header name"), z.literal(false)])
     .optional()
-    .describe("Header that carries a client key; false ignores it. By default, Idempotency-Key."),
+    .describe(
+      "Header that carries a client key; false ignores it. By default, Idempotency-Key on a route without " +
+        "key.from, and none on a route with key.from: the business key decides, whatever key a client mints " +
+        "per attempt. Naming the header on such a route lets a present header win over key.from.",
+    ),
   required: z.boolean().optional().describe("Answer 400 when no key can be found. By default, false."),
   from: z
     .array(source)
     .min(1)
     .optional()
-    .describe("Sources of a derived key, used when the header is absent or disabled."),
+    .describe("Sources of a derived key (the key of a route that names them, unless key.header is set too)."),
 });
 export type KeyRule = z.output<typeof keyRule>;
 
@@ -152,15 +156,35 @@ const settingsShape = {
       "Headers that identify the caller; their values, hashed, are part of every key, so that callers never " +
         "share answers. [] turns it off (with a warning). By default, header:Authorization.",
     ),
+  require: z
+    .array(source)
+    .describe(
+      "Fields a request must carry besides its key; one missing is answered 400 MISSING_FIELD naming it, " +
+        "and nothing is forwarded. By default, none.",
+    ),
   fingerprint: z
     .array(fingerprintPart)
     .describe("What must match on a retry for it to be replayed. By default, method, path and body."),
+  operationIdHeader: z
+    .union([z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "invalid header name"), z.literal(false)])
+    .describe(
+      "Header sent upstream with the stored key (a stable hash of the operation), replacing any value the " +
+        "client sent, so that a backend with a unique index can refuse a duplicate that got past the gateway " +
+        "(after a TTL, a purge, a store loss). By default, false: not sent.",
+    ),
+  callerTimeout: duration.describe(
+    "How long the callers wait for an answer before they give up and retry (a robot's 30s). When set, " +
+      "waitTimeout defaults to 5s less (at most half of it less), and check-config warns when waitTimeout or " +
+      "upstream.timeout does not fit it. By default, unset.",
+  ),
   ttl: duration.describe("How long a stored response is replayed. By default, 24h."),
   lockTtl: duration.describe("Lease of one attempt, extended while the upstream call runs. By default, 10s."),
   concurrent: z
     .enum(["wait", "reject"])
     .describe("What a duplicate of an in-flight request does. By default, wait."),
-  waitTimeout: duration.describe("How long a waiting duplicate waits before 409. By default, 25s."),
+  waitTimeout: duration.describe(
+    "How long a waiting duplicate waits before 409. By default, 25s, or 5s less than callerTimeout.",
+  ),
   cache: z
     .array(cacheEntry)
     .describe("Upstream statuses that are stored and replayed. By default, 2xx and 4xx."),
@@ -187,12 +211,15 @@ const defaultsSchema = z
     methods: settingsShape.methods.default(["POST", "PUT", "PATCH", "DELETE"]),
     key: keyRule.prefault({}),
     scope: settingsShape.scope.default([]),
+    require: settingsShape.require.default([]),
+    operationIdHeader: settingsShape.operationIdHeader.default(false),
+    callerTimeout: settingsShape.callerTimeout.optional(),
     identity: settingsShape.identity.prefault(["header:Authorization"]),
     fingerprint: settingsShape.fingerprint.prefault(["method", "path", "body"]),
     ttl: settingsShape.ttl.prefault("24h"),
     lockTtl: settingsShape.lockTtl.prefault("10s"),
     concurrent: settingsShape.concurrent.default("wait"),
-    waitTimeout: settingsShape.waitTimeout.prefault("25s"),
+    waitTimeout: settingsShape.waitTimeout.optional(),
     cache: settingsShape.cache.default(["2xx", "4xx"]),
     unknownOn: settingsShape.unknownOn.default([500, 502, 504]),
     maxBodySize: settingsShape.maxBodySize.prefault("1mb"),
@@ -224,6 +251,9 @@ const routeSchema = z.strictObject({
   methods: settingsShape.methods.optional(),
   key: keyRule.optional(),
   scope: settingsShape.scope.optional(),
+  require: settingsShape.require.optional(),
+  operationIdHeader: settingsShape.operationIdHeader.optional(),
+  callerTimeout: settingsShape.callerTimeout.optional(),
   identity: settingsShape.identity.optional(),
   fingerprint: settingsShape.fingerprint.optional(),
   ttl: settingsShape.ttl.optional(),

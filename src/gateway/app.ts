@@ -15,6 +15,7 @@ import {
   UntrustedHeaderError,
 } from "../errors.js";
 import {
+  checkRequired,
   deriveKey,
   type IdempotencyEngine,
   isMissing,
@@ -111,6 +112,23 @@ function writeStored(
   if (!bodyless) headers.push("content-length", String(response.body.byteLength));
   outgoing.writeHead(response.status, headers);
   outgoing.end(bodyless ? undefined : response.body);
+}
+
+/**
+ * The upstream headers with the route's operation id header set to the stored key, replacing what
+ * the client sent under that name: the backend's unique index then sees one id per operation,
+ * whatever key a client minted for this attempt.
+ */
+function withOperationId(headers: string[], name: string | false, storeKey: string | undefined): string[] {
+  if (name === false || storeKey === undefined) return headers;
+  const lower = name.toLowerCase();
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if ((headers[i] as string).toLowerCase() !== lower)
+      out.push(headers[i] as string, headers[i + 1] as string);
+  }
+  out.push(name, storeKey);
+  return out;
 }
 
 /** A request's header by lower-case name, repeated lines joined as Node joins them. */
@@ -237,15 +255,16 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     ev: RequestEvent,
   ): Promise<StoredResponse> {
     const started = performance.now();
+    const headers = upstreamRequestHeaders(
+      incoming.rawHeaders,
+      clientInfo(incoming, trusted(incoming), ev.requestId),
+      true,
+    );
     const sent = upstream.sendBuffered(
       {
         method: incoming.method as string,
         path: forwardedTarget(view),
-        headers: upstreamRequestHeaders(
-          incoming.rawHeaders,
-          clientInfo(incoming, trusted(incoming), ev.requestId),
-          true,
-        ),
+        headers: withOperationId(headers, route.settings.operationIdHeader, ev.storeKey),
         body: view.body,
       },
       { maxBytes: route.settings.maxResponseSize, overflow: outgoing },
@@ -275,10 +294,14 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       if (isMissing(value)) return Promise.reject(new Error(`${part.text} is missing for the probe`));
       path += encodeURIComponent(typeof value === "string" ? value : JSON.stringify(value));
     }
-    const headers = upstreamRequestHeaders(
-      incoming.rawHeaders,
-      clientInfo(incoming, trusted(incoming), ev.requestId),
-      true,
+    const headers = withOperationId(
+      upstreamRequestHeaders(
+        incoming.rawHeaders,
+        clientInfo(incoming, trusted(incoming), ev.requestId),
+        true,
+      ),
+      route.settings.operationIdHeader,
+      ev.storeKey,
     );
     const withoutBody: string[] = [];
     for (let i = 0; i < headers.length; i += 2) {
@@ -301,6 +324,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     view.body = await readBody(incoming, route.settings.maxBodySize);
     if (deps.auditPayloads) ev.payload = Buffer.from(view.body).toString("utf8");
     const fields = new RequestFields(view);
+    checkRequired(route, fields);
     const key = deriveKey(route, fields);
     if (!key) {
       const response = await forwardBuffered(incoming, outgoing, route, view, ev);

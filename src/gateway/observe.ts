@@ -6,6 +6,7 @@ import {
   InvalidKeyError,
   InvalidKeyFieldError,
   KeyReusedError,
+  MissingFieldError,
   MissingKeyError,
   OutcomeUnknownError,
   ResponseTooLargeError,
@@ -89,6 +90,7 @@ export function outcomeOfError(err: unknown): RequestOutcome {
   if (
     err instanceof InvalidKeyError ||
     err instanceof MissingKeyError ||
+    err instanceof MissingFieldError ||
     err instanceof InvalidBodyError ||
     err instanceof InvalidKeyFieldError ||
     err instanceof BodyTooLargeError

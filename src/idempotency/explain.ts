@@ -1,7 +1,7 @@
 import type { RouteTable, Source } from "../config/index.js";
 import { BodyTooLargeError } from "../errors.js";
 import { normalizeTarget, type Target } from "../proxy/target.js";
-import { deriveKey, fingerprintParts, isProtected } from "./keys.js";
+import { checkRequired, deriveKey, fingerprintParts, isProtected } from "./keys.js";
 import { RequestFields, type RequestView } from "./request.js";
 
 export interface ExplainInput {
@@ -65,6 +65,7 @@ export function explain(table: RouteTable, input: ExplainInput): Explanation {
     if (input.body.byteLength > route.settings.maxBodySize)
       throw new BodyTooLargeError(route.settings.maxBodySize);
     const fields = new RequestFields(view);
+    checkRequired(route, fields);
     const key = deriveKey(route, fields);
     out.fingerprint = fingerprintParts(route, fields);
     if (key) {

@@ -10,6 +10,7 @@ export {
 export { type ExplainInput, type Explanation, explain } from "./explain.js";
 export { parseIdempotencyKey } from "./key-header.js";
 export {
+  checkRequired,
   type DerivedKey,
   deriveKey,
   fingerprint,

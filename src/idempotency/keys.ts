@@ -1,5 +1,5 @@
 import type { CompiledRoute } from "../config/index.js";
-import { InvalidKeyFieldError, MissingKeyError } from "../errors.js";
+import { InvalidKeyFieldError, MissingFieldError, MissingKeyError } from "../errors.js";
 import { canonicalJson, sha256 } from "./canonical.js";
 import { parseIdempotencyKey } from "./key-header.js";
 import { isMissing, type RequestFields } from "./request.js";
@@ -32,10 +32,17 @@ function required(
   return value;
 }
 
+/** Refuses a request that lacks a field the route requires (400 naming the first one missing). */
+export function checkRequired(route: CompiledRoute, fields: RequestFields): void {
+  for (const source of route.settings.require) {
+    if (isMissing(fields.get(source))) throw new MissingFieldError(source.text);
+  }
+}
+
 /**
  * Finds the key of a request on a protected route, or undefined when the route lets it through
  * unprotected (no key header, no derivation rule, key not required). A present header wins over
- * `key.from` unless `key.header` is false. A route with `key.from` needs every field: a request
+ * `key.from` only on a route that names both (see RouteSettings.key). A route with `key.from` needs every field: a request
  * missing one gets 400 naming it, never a silent pass-through.
  */
 export function deriveKey(route: CompiledRoute, fields: RequestFields): DerivedKey | undefined {

@@ -143,3 +143,92 @@ describe("request ids", () => {
     expect(upstream.calls.at(-1)?.headers["x-request-id"]).toBe(passed.headers["x-request-id"]);
   });
 });
+
+describe("keys and fields on a business-key route", () => {
+  const counting = () =>
+    startUpstream((call, res) => {
+      res.writeHead(201, { "content-type": "application/json" });
+      res.end(JSON.stringify({ n: upstream?.calls.length, key: call.headers["idempotency-key"] ?? null }));
+    });
+
+  it("a fresh Idempotency-Key per retry does not make a new operation: the business key decides", async () => {
+    upstream = await counting();
+    gateway = await startTestGateway({ upstream: upstream.url, routes: [invoiceRoute()] });
+    const attempt = (n: number) =>
+      send(`${gateway?.url}/invoices`, {
+        headers: { ...invoice("INV-K").headers, "idempotency-key": `robot-attempt-${n}` },
+        body: invoice("INV-K").body,
+      });
+    const first = await attempt(1);
+    const second = await attempt(2);
+    expect(first.status).toBe(201);
+    expect(second.headers["idempotent-replayed"]).toBe("true");
+    expect(second.body.equals(first.body)).toBe(true);
+    expect(upstream.calls).toHaveLength(1);
+  });
+
+  it("naming the header on such a route opts in: a present header wins over key.from", async () => {
+    upstream = await counting();
+    gateway = await startTestGateway({
+      upstream: upstream.url,
+      routes: [invoiceRoute({ key: { header: "Idempotency-Key", from: ["body:/invoiceNumber"] } })],
+    });
+    const url = `${gateway.url}/invoices`;
+    for (const k of ["a", "b"]) {
+      const r = await send(url, {
+        headers: { ...invoice("INV-H").headers, "idempotency-key": k },
+        body: invoice("INV-H").body,
+      });
+      expect(r.status).toBe(201);
+    }
+    expect(upstream.calls).toHaveLength(2);
+  });
+
+  it("require: a missing field is a 400 naming it, nothing forwarded, no key taken", async () => {
+    upstream = await counting();
+    gateway = await startTestGateway({
+      upstream: upstream.url,
+      routes: [invoiceRoute({ require: ["body:/amount"] })],
+    });
+    const url = `${gateway.url}/invoices`;
+    const headers = invoice("INV-Q").headers;
+    const body = (amount?: number) =>
+      JSON.stringify({ invoiceNumber: "INV-Q", transactionId: "T-1", ...(amount ? { amount } : {}) });
+    const missing = await send(url, { headers, body: body() });
+    expect(missing.status).toBe(400);
+    expect(missing.json()).toMatchObject({ code: "MISSING_FIELD", source: "body:/amount", retryable: false });
+    expect(upstream.calls).toHaveLength(0);
+    // The refusal took no key: the complete request is executed, then replayed.
+    expect((await send(url, { headers, body: body(10) })).status).toBe(201);
+    expect(upstream.calls).toHaveLength(1);
+  });
+
+  it("operationIdHeader sends the stored key upstream, the same on every attempt of one operation", async () => {
+    upstream = await counting();
+    gateway = await startTestGateway({
+      upstream: upstream.url,
+      routes: [invoiceRoute({ operationIdHeader: "Idempotency-Key" })],
+    });
+    const url = `${gateway.url}/invoices`;
+    const withKey = (k: string, n: string) => ({
+      headers: { ...invoice(n).headers, "idempotency-key": k },
+      body: invoice(n).body,
+    });
+    await send(url, withKey("client-1", "INV-O1"));
+    await send(url, withKey("client-1", "INV-O2"));
+    // Through a store loss the same operation would be sent again with the same id.
+    await gateway.close();
+    gateway = await startTestGateway({
+      upstream: upstream.url,
+      routes: [invoiceRoute({ operationIdHeader: "Idempotency-Key" })],
+    });
+    await send(`${gateway.url}/invoices`, withKey("client-2", "INV-O1"));
+    const ids = upstream.calls.map((c) => c.headers["idempotency-key"]);
+    expect(ids[0]).toMatch(/^[\w-]{43}$/);
+    expect(ids[1]).not.toBe(ids[0]);
+    expect(ids[2]).toBe(ids[0]);
+    expect(
+      upstream.calls.every((c) => c.rawHeaders.filter((h) => /^idempotency-key$/i.test(h)).length === 1),
+    ).toBe(true);
+  });
+});

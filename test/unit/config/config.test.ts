@@ -29,12 +29,32 @@ describe("config", () => {
       ttl: 86_400_000,
       lockTtl: 10_000,
       concurrent: "wait",
-      waitTimeout: 25_000,
+      cache: ["2xx", "4xx"],
+      unknownOn: [500, 502, 504],
       maxBodySize: 1024 * 1024,
       onUnknown: "reject",
     });
+    const settings = new RouteTable(c).fallback.settings;
+    expect(settings.waitTimeoutMs).toBe(25_000);
+    expect(settings.key.header).toBe("Idempotency-Key");
+    expect(settings.errorBody).toEqual({ template: undefined, contentType: "application/problem+json" });
     expect(c.upstream.timeout).toBe(60_000);
     expect(c.store).toMatchObject({ kind: "memory", failMode: "closed", redis: { prefix: "idem:" } });
+  });
+
+  it("derives waitTimeout from callerTimeout, leaving the caller time to hear the answer", () => {
+    const waitOf = (callerTimeout: string, waitTimeout?: string) =>
+      new RouteTable(
+        parseConfig({
+          ...base,
+          routes: [
+            { name: "r", match: { path: "/r" }, callerTimeout, ...(waitTimeout ? { waitTimeout } : {}) },
+          ],
+        }),
+      ).routes[0]?.settings.waitTimeoutMs;
+    expect(waitOf("30s")).toBe(25_000);
+    expect(waitOf("4s")).toBe(2_000);
+    expect(waitOf("30s", "10s")).toBe(10_000);
   });
 
   it.each([

@@ -52,12 +52,15 @@ describe("key derivation", () => {
     expect(a?.storeKey).not.toBe(b?.storeKey);
   });
 
-  it("lets a present header win over derived fields", () => {
-    const k = deriveKey(
-      invoice,
-      req({ headers: { "idempotency-key": "k1" }, body: Buffer.from("not json") }),
-    );
-    expect(k).toMatchObject({ kind: "header", material: ["k1"] });
+  it("on a route with key.from, ignores the header unless the route names it", () => {
+    const body = json({ invoiceNumber: "A1", transactionId: 1 });
+    const k = deriveKey(invoice, req({ headers: { "idempotency-key": "k1" }, body }));
+    expect(k).toMatchObject({ kind: "derived", material: ["A1", 1] });
+    const optIn = route({
+      key: { header: "Idempotency-Key", from: ["body:/invoiceNumber", "body:/transactionId"] },
+    });
+    const h = deriveKey(optIn, req({ headers: { "idempotency-key": "k1" }, body: Buffer.from("not json") }));
+    expect(h).toMatchObject({ kind: "header", material: ["k1"] });
   });
 
   it("ignores the header when key.header is false", () => {

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { templateProblems } from "./error-body.js";
-import { parseSource, parseTemplate, type Source, type Template } from "./sources.js";
+import { parsePointer, parseSource, parseTemplate, type Source, type Template } from "./sources.js";
 import { isAddressOrSubnet, parseDuration, parseSize } from "./units.js";
 
 const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -84,6 +84,29 @@ const reconcileRule = z.strictObject({
     .default([200])
     .describe("Probe statuses meaning the operation was executed."),
   notFound: z.array(statusCode).min(1).default([404]).describe("Probe statuses meaning it was not."),
+  replay: z
+    .strictObject({
+      status: statusCode.optional().describe("The status replayed. By default, the probe's."),
+      body: z
+        .string()
+        .transform((text, ctx): { text: string; tokens: string[] } => {
+          const tokens = parsePointer(text);
+          if (typeof tokens === "string") {
+            ctx.addIssue({ code: "custom", message: tokens });
+            return z.NEVER;
+          }
+          return { text, tokens };
+        })
+        .optional()
+        .describe(
+          "JSON pointer to the part of the probe's body replayed (e.g. /0 of a search's list); when it points " +
+            "at nothing, the probe found nothing. By default, the whole body.",
+        ),
+    })
+    .optional()
+    .describe(
+      "How a found probe answer becomes the replayed response, in the shape the original caller got.",
+    ),
   settle: duration
     .optional()
     .describe(

@@ -1,3 +1,4 @@
+import { mergeSettings, type RouteSettings } from "./routes.js";
 import type { Config } from "./schema.js";
 import type { Source } from "./sources.js";
 
@@ -37,6 +38,38 @@ function isolationWarnings(
   return out;
 }
 
+const seconds = (ms: number) => `${ms / 1000}s`;
+
+/**
+ * Whether a route's timeouts fit the callerTimeout it declares: a caller that gives up before the
+ * gateway answers retries into the same wait, or into a 409, and never hears the outcome.
+ */
+function callerTimeoutWarnings(where: string, s: RouteSettings, upstreamTimeoutMs: number): string[] {
+  const caller = s.callerTimeoutMs;
+  if (caller === undefined) return [];
+  const out: string[] = [];
+  if (s.concurrent === "wait" && s.waitTimeoutMs >= caller) {
+    out.push(
+      `${where}.waitTimeout: ${seconds(s.waitTimeoutMs)} is not below callerTimeout ${seconds(caller)}: ` +
+        "a waiting retry is answered after its caller gave up; leave a few seconds",
+    );
+  }
+  if (s.concurrent === "reject") {
+    out.push(
+      `${where}.concurrent: reject answers a retry 409 at once while the first attempt runs: callers that ` +
+        `retry at once (callerTimeout ${seconds(caller)}) use their retries up; use concurrent: wait`,
+    );
+  }
+  if (upstreamTimeoutMs <= caller) {
+    out.push(
+      `upstream.timeout: ${seconds(upstreamTimeoutMs)} is not longer than ${where}.callerTimeout ${seconds(caller)}: ` +
+        "the gateway gives up on a slow backend before its caller does, and the operation becomes unknown " +
+        "instead of being stored for the retry",
+    );
+  }
+  return out;
+}
+
 /**
  * Settings that are legal but risky, said once at start (Caddy's Provision() habit) and by
  * check-config. Each names where it is in the file.
@@ -60,6 +93,14 @@ export function configWarnings(config: Config): string[] {
     );
   }
   out.push(...isolationWarnings("defaults", config.defaults.identity, config.defaults.scope, [], trusted));
+  const context = { upstreamTimeoutMs: config.upstream.timeout };
+  out.push(
+    ...callerTimeoutWarnings(
+      "defaults",
+      mergeSettings(config.defaults, {}, context),
+      config.upstream.timeout,
+    ),
+  );
   config.routes.forEach((route, i) => {
     const where = `routes[${i}] "${route.name}"`;
     if (!route.protect) return;
@@ -68,6 +109,10 @@ export function configWarnings(config: Config): string[] {
     const scope = route.scope ?? config.defaults.scope;
     if (route.identity || route.scope || from.length > 0) {
       out.push(...isolationWarnings(where, identity, scope, from, trusted));
+    }
+    if (route.callerTimeout !== undefined || route.waitTimeout !== undefined || route.concurrent) {
+      const settings = mergeSettings(config.defaults, route, context);
+      out.push(...callerTimeoutWarnings(where, settings, config.upstream.timeout));
     }
     if (route.onUnknown === "retry") {
       out.push(

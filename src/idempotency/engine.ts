@@ -19,6 +19,7 @@ import {
   type StoredRecord,
   type StoredResponse,
 } from "../store/types.js";
+import { judgeProbe, type ProbeVerdict } from "./probe-answer.js";
 
 /** How a protected request ended, as the attempt log and metrics name it. */
 export const Outcome = {
@@ -322,34 +323,35 @@ export class IdempotencyEngine {
     probe: Probe,
   ): Promise<EngineResult | undefined> {
     const settledAt = this.now() + settlesInMs;
-    const rule = settings.reconcile;
-    let answer: StoredResponse | undefined;
-    let failure = "";
+    let verdict: ProbeVerdict;
     try {
-      answer = await probe();
+      const answer = await probe();
+      verdict = settings.reconcile
+        ? judgeProbe(settings.reconcile, answer)
+        : { kind: "unclear", reason: "the route has no reconcile rule" };
     } catch (err) {
-      failure = err instanceof Error ? err.message : String(err);
+      verdict = {
+        kind: "unclear",
+        reason: `the reconciliation probe failed (${err instanceof Error ? err.message : String(err)})`,
+      };
     }
-    if (answer && rule?.found.includes(answer.status)) {
-      const response: StoredResponse = { ...answer, reconciled: true };
+    if (verdict.kind === "found") {
+      const { response } = verdict;
       await this.settle(key, () => this.store.complete(key, token, response, settings.ttlMs));
       return { response, replayed: "reconciled", outcome: Outcome.Reconciled };
     }
-    const notFound = answer !== undefined && rule?.notFound.includes(answer.status) === true;
     const unsettledMs = settledAt - this.now();
-    if (notFound && unsettledMs <= 0) return undefined;
+    if (verdict.kind === "notFound" && unsettledMs <= 0) return undefined;
     // Nothing was sent: the release gives the key back to unknown, settle time untouched.
     await this.settle(key, () => this.store.release(key, token));
-    if (notFound) {
+    if (verdict.kind === "notFound") {
       throw new OutcomeUnknownError(
         "the outcome of an earlier attempt is unknown and the backend does not show it yet, but it may still commit it; retry after the time given",
       ).retryAfter(Math.max(1, Math.ceil(unsettledMs / 1000)));
     }
     // The next retry probes again; when the backend will answer it is not known.
     throw new OutcomeUnknownError(
-      `the outcome of an earlier attempt is unknown and the reconciliation probe ${
-        answer ? `answered ${answer.status}` : `failed (${failure})`
-      }; it stays unknown`,
+      `the outcome of an earlier attempt is unknown and ${verdict.reason}; it stays unknown`,
     ).retryAfter();
   }
 

@@ -232,3 +232,31 @@ describe("keys and fields on a business-key route", () => {
     ).toBe(true);
   });
 });
+
+describe("a reconciled replay in the original's shape", () => {
+  it("reconcile.replay turns the probe's 200 list into the 201 object the original caller would have got", async () => {
+    backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "drop" });
+    gateway = await startTestGateway({
+      upstream: backend.url,
+      routes: [
+        invoiceRoute({
+          onUnknown: "reconcile",
+          reconcile: { ...reconcile, replay: { status: 201, body: "/0" } },
+        }),
+      ],
+    });
+    const url = `${gateway.url}/invoices`;
+    expect((await send(url, invoice("INV-SHAPE"))).status).toBe(504);
+    const retry = await send(url, invoice("INV-SHAPE"));
+    const again = await send(url, invoice("INV-SHAPE"));
+    expect(retry.status).toBe(201);
+    expect(retry.json()).toMatchObject({
+      id: "INV-000001",
+      invoiceNumber: "INV-SHAPE",
+      transactionId: "T-1",
+    });
+    expect(again.status).toBe(201);
+    expect(again.body.equals(retry.body)).toBe(true);
+    expect(backend.stats().executions).toBe(1);
+  });
+});

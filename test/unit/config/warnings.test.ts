@@ -37,6 +37,26 @@ describe("config warnings", () => {
     ]);
   });
 
+  it("warns when a route's timeouts do not fit the callerTimeout it declares", () => {
+    const warn = (route: Record<string, unknown>, timeout = "60s") =>
+      configWarnings(
+        parseConfig({
+          upstream: { ...base.upstream, timeout },
+          routes: [{ name: "cb", match: { path: "/cb" }, callerTimeout: "30s", ...route }],
+        }),
+      );
+    expect(warn({})).toEqual([]);
+    expect(warn({ waitTimeout: "30s" })).toEqual([
+      expect.stringContaining('routes[0] "cb".waitTimeout: 30s is not below callerTimeout 30s'),
+    ]);
+    expect(warn({ concurrent: "reject" })).toEqual([
+      expect.stringContaining('routes[0] "cb".concurrent: reject answers a retry 409 at once'),
+    ]);
+    expect(warn({}, "20s")).toEqual([
+      expect.stringContaining('upstream.timeout: 20s is not longer than routes[0] "cb".callerTimeout 30s'),
+    ]);
+  });
+
   it("accepts a scope header that a trusted proxy sets in place of an identity", () => {
     const w = configWarnings(
       parseConfig({

@@ -9,6 +9,7 @@ import {
   type CompiledRoute,
   type Config,
   configWarnings,
+  type ErrorBodyShape,
   envOverrides,
   loadConfig,
   type Overrides,
@@ -16,7 +17,7 @@ import {
   RouteTable,
 } from "./config/index.js";
 import { startDemoBackend } from "./demo/index.js";
-import { ConfigError } from "./errors.js";
+import { ConfigError, GatewayError } from "./errors.js";
 import { createLogger, runPrimary, runWorker, startGateway, toProblem } from "./gateway/index.js";
 import { type Explanation, explain } from "./idempotency/index.js";
 import { DEFAULT_BODY, formatReports, Pattern, runStorm, type StormReport } from "./storm/index.js";
@@ -168,15 +169,22 @@ function routeLine(r: CompiledRoute): string {
   );
 }
 
-function explanationLines(ex: Explanation, method: string, url: string, bodySize: number): string[] {
+function explanationLines(
+  ex: Explanation,
+  method: string,
+  url: string,
+  bodySize: number,
+  shape: ErrorBodyShape,
+): string[] {
   const at = ex.pattern === "*" ? "no route matched: defaults apply" : `route ${ex.route} (${ex.pattern})`;
   const lines = [`${method.toUpperCase()} ${url} -> ${at}, ${ex.protected ? "protected" : "pass-through"}`];
   const show = (v: unknown) => JSON.stringify(v);
   if (Object.keys(ex.params).length) lines.push(`  params: ${show(ex.params)}`);
   if (ex.error !== undefined) {
-    const problem = toProblem(ex.error);
-    const body = JSON.parse(problem.body) as { code: string; detail?: string };
-    lines.push(`  answer: ${problem.status} ${body.code}: ${body.detail ?? ""}`, `  ${problem.body}`);
+    const problem = toProblem(ex.error, { instance: url, shape });
+    const { code, message } =
+      ex.error instanceof GatewayError ? ex.error : { code: "INTERNAL", message: String(ex.error) };
+    lines.push(`  answer: ${problem.status} ${code}: ${message}`, `  ${problem.body}`);
     return lines;
   }
   if (!ex.protected) return lines;
@@ -194,6 +202,11 @@ function explanationLines(ex: Explanation, method: string, url: string, bodySize
   lines.push("  fingerprint:", ...(ex.fingerprint ?? []).map(part));
   lines.push(`  stored key: ${ex.key.storeKey}`);
   return lines;
+}
+
+/** The error shape of the route an explanation names (the defaults' before any route is known). */
+function shapeOf(table: RouteTable, routeName: string): ErrorBodyShape {
+  return (table.routes.find((r) => r.name === routeName) ?? table.fallback).settings.errorBody;
 }
 
 function headerPair(value: string, previous: Record<string, string> = {}): Record<string, string> {
@@ -227,7 +240,7 @@ async function checkConfigCommand(opts: CheckConfigFlags): Promise<void> {
     }
     const ex = explain(table, { method, url, headers: opts.header ?? {}, body });
     process.stdout.write(
-      `${[...explanationLines(ex, method, url, body.byteLength), ...warnings].join("\n")}\n`,
+      `${[...explanationLines(ex, method, url, body.byteLength, shapeOf(table, ex.route)), ...warnings].join("\n")}\n`,
     );
     return;
   }

@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
 import type { RunningGateway } from "../../src/gateway/index.js";
-import { startTestGateway } from "../helpers/gateway.js";
+import { startTestGateway, testConfig } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
 import { invoice, invoiceRoute, reconcile } from "../helpers/invoices.js";
 import { gate, startUpstream, type TestUpstream } from "../helpers/upstream.js";
@@ -258,5 +258,54 @@ describe("a reconciled replay in the original's shape", () => {
     expect(again.status).toBe(201);
     expect(again.body.equals(retry.body)).toBe(true);
     expect(backend.stats().executions).toBe(1);
+  });
+});
+
+describe("the route's error shape", () => {
+  const shape = {
+    template: {
+      error: { code: "{code}", message: "{detail}", retryable: "{retryable}", status: "{status}" },
+      requestId: "{requestId}",
+      note: "gateway {code} for {requestId}",
+    },
+  };
+
+  it("fills the template for every gateway error on the route, in the backend's content type", async () => {
+    upstream = await startUpstream((_call, res) => {
+      res.end("{}");
+    });
+    gateway = await startTestGateway({
+      upstream: upstream.url,
+      defaults: { errorBody: shape },
+      routes: [invoiceRoute({ require: ["body:/amount"] })],
+    });
+    const url = `${gateway.url}/invoices`;
+    const missing = await send(url, {
+      headers: { ...invoice("INV-T").headers, "x-request-id": "r-1" },
+      body: JSON.stringify({ invoiceNumber: "INV-T", transactionId: "T-1" }),
+    });
+    expect(missing.status).toBe(400);
+    expect(missing.headers["content-type"]).toBe("application/json");
+    expect(missing.json()).toEqual({
+      error: { code: "MISSING_FIELD", message: "body:/amount is required", retryable: false, status: 400 },
+      requestId: "r-1",
+      note: "gateway MISSING_FIELD for r-1",
+    });
+    // Before any route is known (a path the gateway refuses), the defaults' shape applies.
+    const badPath = await send(`${gateway.url}/invoices;x=1`, { headers: { "x-request-id": "r-2" } });
+    expect(badPath.status).toBe(400);
+    expect(badPath.json()).toMatchObject({
+      error: { code: "INVALID_PATH", retryable: false },
+      requestId: "r-2",
+    });
+  });
+
+  it("refuses a template that names an unknown placeholder, naming where", () => {
+    expect(() =>
+      testConfig({
+        upstream: "http://127.0.0.1:9",
+        defaults: { errorBody: { template: { error: { message: "{detial}" } } } },
+      }),
+    ).toThrow("defaults.errorBody: error.message: unknown placeholder {detial}");
   });
 });

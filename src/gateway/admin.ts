@@ -1,11 +1,12 @@
 import { timingSafeEqual } from "node:crypto";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Server } from "node:net";
 import { type ServerType, serve } from "@hono/node-server";
 import { Hono, type MiddlewareHandler } from "hono";
 import { z } from "zod";
 import { type CompiledRoute, FALLBACK_ROUTE_NAME, formatPath, type RouteTable } from "../config/index.js";
 import { storeKeyFor } from "../idempotency/index.js";
 import { type IdempotencyStore, RecordState, type StoredRecord } from "../store/index.js";
+import { listening } from "./listen.js";
 import { PROBLEM_TYPE_PREFIX } from "./problem.js";
 
 export interface AdminDeps {
@@ -290,12 +291,19 @@ export async function startAdmin(
   port: number,
 ): Promise<{ url: string; server: ServerType }> {
   const app = createAdminApp(deps);
-  return new Promise((resolve) => {
-    const server = serve({ fetch: app.fetch, port, hostname: host }, (info: AddressInfo) =>
-      resolve({
-        url: `http://${info.family === "IPv6" ? `[${info.address}]` : info.address}:${info.port}`,
-        server,
-      }),
-    );
+  let ready!: (info: AddressInfo) => void;
+  const listened = new Promise<AddressInfo>((resolve) => {
+    ready = resolve;
   });
+  const server = serve({ fetch: app.fetch, port, hostname: host }, ready);
+  const info = await listening(
+    server as Server,
+    "admin.port, --admin-port or ADMIN_PORT (false turns it off)",
+    `admin port ${port} on ${host}`,
+    listened,
+  );
+  return {
+    url: `http://${info.family === "IPv6" ? `[${info.address}]` : info.address}:${info.port}`,
+    server,
+  };
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Server } from "node:net";
 import { serve } from "@hono/node-server";
 import { type Logger, pino } from "pino";
 import type { Registry } from "prom-client";
@@ -10,6 +10,7 @@ import { createStore, type IdempotencyStore } from "../store/index.js";
 import { startAdmin } from "./admin.js";
 import { createApp, refuseOversizeExpect } from "./app.js";
 import { AttemptLog } from "./attempt-log.js";
+import { listening } from "./listen.js";
 import { GatewayMetrics, MeasuredStore } from "./metrics.js";
 import { type RequestEvent, RequestOutcome } from "./observe.js";
 
@@ -115,10 +116,10 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     trust: new TrustedProxies(config.trustProxy.addresses),
     trustedHeaders: config.trustProxy.headers.map((h) => h.toLowerCase()),
   });
-  const admin =
+  const startingAdmin =
     config.admin.port === false
       ? undefined
-      : await startAdmin(
+      : startAdmin(
           {
             store,
             routes,
@@ -130,38 +131,57 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
           config.admin.host,
           config.admin.port,
         );
+  const admin = await startingAdmin?.catch(async (err: unknown) => {
+    await upstream.close();
+    await store.close();
+    throw err;
+  });
 
-  const { server, info } = await new Promise<{ server: ReturnType<typeof serve>; info: AddressInfo }>(
-    (resolve) => {
-      const { listen } = config;
-      const server = serve(
-        {
-          fetch: app.fetch,
-          port: listen.port,
-          hostname: listen.host,
-          serverOptions: {
-            headersTimeout: listen.headersTimeout,
-            requestTimeout: listen.requestTimeout,
-            keepAliveTimeout: listen.keepAliveTimeout,
-            maxHeaderSize: listen.maxHeaderSize,
-            // Node checks the two timeouts above on this period (30 s by default), so they would fire late.
-            connectionsCheckingInterval: Math.max(
-              100,
-              Math.min(1_000, listen.headersTimeout, listen.requestTimeout || 1_000),
-            ),
-          },
-        },
-        (info) => resolve({ server, info }),
-      );
-      server.maxConnections = listen.maxConnections;
-      // With a listener, Node leaves 100-continue to us: a body that is too large is refused unsent.
-      server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
-        if (refuseOversizeExpect(routes, req, res)) return;
-        res.writeContinue();
-        server.emit("request", req, res);
-      });
+  const { listen } = config;
+  let ready!: (info: AddressInfo) => void;
+  const listened = new Promise<AddressInfo>((resolve) => {
+    ready = resolve;
+  });
+  const server = serve(
+    {
+      fetch: app.fetch,
+      port: listen.port,
+      hostname: listen.host,
+      serverOptions: {
+        headersTimeout: listen.headersTimeout,
+        requestTimeout: listen.requestTimeout,
+        keepAliveTimeout: listen.keepAliveTimeout,
+        maxHeaderSize: listen.maxHeaderSize,
+        // Node checks the two timeouts above on this period (30 s by default), so they would fire late.
+        connectionsCheckingInterval: Math.max(
+          100,
+          Math.min(1_000, listen.headersTimeout, listen.requestTimeout || 1_000),
+        ),
+      },
     },
+    ready,
   );
+  server.maxConnections = listen.maxConnections;
+  // With a listener, Node leaves 100-continue to us: a body that is too large is refused unsent.
+  server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
+    if (refuseOversizeExpect(routes, req, res)) return;
+    res.writeContinue();
+    server.emit("request", req, res);
+  });
+  let info: AddressInfo;
+  try {
+    info = await listening(
+      server as Server,
+      "listen.port, --port or PORT",
+      `port ${listen.port} on ${listen.host}`,
+      listened,
+    );
+  } catch (err) {
+    if (admin) await new Promise<void>((resolve) => admin.server.close(() => resolve()));
+    await upstream.close();
+    await store.close();
+    throw err;
+  }
   const host = info.family === "IPv6" ? `[${info.address}]` : info.address;
 
   let closing: Promise<void> | undefined;

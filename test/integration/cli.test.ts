@@ -225,6 +225,37 @@ describe("serve", () => {
     expect(r.stderr).toContain("expected a port from 0 to 65535");
   });
 
+  it("says in one line which setting to change when its port or the admin port is in use", async () => {
+    upstream = await startUpstream();
+    const busy = upstream.port;
+    const main = await runCli([
+      "serve",
+      "--port",
+      String(busy),
+      "--admin-port",
+      "0",
+      "--upstream",
+      upstream.url,
+    ]);
+    expect(main.code).toBe(2);
+    expect(main.stderr).toBe(
+      `idempotency-gateway: port ${busy} on 127.0.0.1 is in use: choose another with listen.port, --port or PORT\n`,
+    );
+    const admin = await runCli([
+      "serve",
+      "--port",
+      "0",
+      "--admin-port",
+      String(busy),
+      "--upstream",
+      upstream.url,
+    ]);
+    expect(admin.code).toBe(2);
+    expect(admin.stderr).toBe(
+      `idempotency-gateway: admin port ${busy} on 127.0.0.1 is in use: choose another with admin.port, --admin-port or ADMIN_PORT (false turns it off)\n`,
+    );
+  });
+
   it("on SIGTERM finishes the attempt under way and answers it, then exits 0", async () => {
     const hold = gate();
     upstream = await startUpstream(async (_c, res) => {

@@ -162,9 +162,13 @@ export function mergeSettings(
   const unknownOnList = route.unknownOn ?? defaults.unknownOn;
   const reconcile = route.reconcile ?? defaults.reconcile;
   const from = key.from ?? [];
-  // On a route with a business key, a client's header is read only when the config names it: robots
-  // that mint a key per attempt would otherwise make every retry a new operation.
-  const header = key.header ?? (from.length > 0 ? false : "Idempotency-Key");
+  // On a route with a business key, a client's header is read only when the key block that gives
+  // key.from names it too: robots that mint a key per attempt would otherwise make every retry a
+  // new operation. A header named in defaults alone is for the routes keyed by a header.
+  const header =
+    from.length > 0
+      ? (route.key?.header ?? (route.key?.from === undefined ? defaults.key.header : undefined) ?? false)
+      : (key.header ?? "Idempotency-Key");
   const callerTimeoutMs = route.callerTimeout ?? defaults.callerTimeout;
   const scope = route.scope ?? defaults.scope;
   const identity = route.identity ?? defaults.identity;

@@ -47,14 +47,18 @@ const json = (res: ServerResponse, status: number, body: unknown) => {
   res.end(text);
 };
 
-function readJson(req: IncomingMessage): Promise<unknown> {
+/** A JSON body, or a form body as SDKs that speak form encoding send it (Stripe's). */
+function readFields(req: IncomingMessage): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     req.on("data", (c: Buffer) => chunks.push(c));
     req.on("error", reject);
     req.on("end", () => {
+      const text = Buffer.concat(chunks).toString("utf8");
       try {
-        resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")));
+        if (/^application\/x-www-form-urlencoded/i.test(req.headers["content-type"] ?? "")) {
+          resolve(Object.fromEntries(new URLSearchParams(text)));
+        } else resolve(JSON.parse(text));
       } catch (err) {
         reject(err);
       }
@@ -65,7 +69,8 @@ function readJson(req: IncomingMessage): Promise<unknown> {
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
- * A deliberately non-idempotent invoice API: every POST /invoices creates a new invoice, so a
+ * A deliberately non-idempotent invoice API: every POST /invoices (and every robot's callback,
+ * POST /callbacks/:robot) creates a new invoice, so a
  * retried request is a duplicate invoice. It counts executions and duplicates per business key
  * (invoiceNumber + transactionId) so that a storm can prove what reached it.
  */
@@ -86,7 +91,8 @@ export async function startDemoBackend(options: DemoBackendOptions = {}): Promis
     const invoice: Invoice = {
       id: `INV-${String(++seq).padStart(6, "0")}`,
       invoiceNumber: String(body.invoiceNumber),
-      transactionId: body.transactionId ?? null,
+      // RPA robots call back with transactionID, the invoice API's own clients with transactionId.
+      transactionId: body.transactionId ?? body.transactionID ?? null,
       amount: body.amount ?? null,
       createdAt: new Date().toISOString(),
     };
@@ -101,7 +107,7 @@ export async function startDemoBackend(options: DemoBackendOptions = {}): Promis
   async function createInvoice(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let body: Record<string, unknown>;
     try {
-      body = (await readJson(req)) as Record<string, unknown>;
+      body = (await readFields(req)) as Record<string, unknown>;
     } catch {
       return json(res, 400, { error: "body is not JSON" });
     }
@@ -125,7 +131,10 @@ export async function startDemoBackend(options: DemoBackendOptions = {}): Promis
 
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://backend");
-    if (req.method === "POST" && url.pathname === "/invoices") {
+    if (
+      req.method === "POST" &&
+      (url.pathname === "/invoices" || /^\/callbacks\/[^/]+$/.test(url.pathname))
+    ) {
       createInvoice(req, res).catch(() => res.destroy());
     } else if (req.method === "GET" && url.pathname === "/invoices") {
       // A probe must be able to name the whole business key: an invoice number alone matches

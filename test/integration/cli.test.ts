@@ -57,7 +57,7 @@ describe("check-config --explain", () => {
   it("prints the route, the key material, the scope, the fingerprint parts and the stored key", async () => {
     const body = await tempFile(
       "b.json",
-      '{"transactionID":"TX-9","result":"ok","amount":12,"sentAt":"now"}',
+      '{"invoiceNumber":"INV-9","transactionID":"TX-9","amount":12,"sentAt":"now"}',
     );
     const r = await runCli([
       "check-config",
@@ -75,15 +75,15 @@ describe("check-config --explain", () => {
     );
     expect(r.stdout).toContain('params: {"robot":"robot-7"}');
     expect(r.stdout).toContain(
-      'key (derived):\n    path:robot = "robot-7"\n    body:/transactionID = "TX-9"',
+      'key (derived):\n    body:/invoiceNumber = "INV-9"\n    body:/transactionID = "TX-9"',
     );
     expect(r.stdout).toContain('scope:\n    path:robot = "robot-7"');
-    expect(r.stdout).toContain('body:/result = "ok"');
+    expect(r.stdout).toContain("body:/amount = 12");
     expect(r.stdout).toMatch(/stored key: [A-Za-z0-9_-]{43}/);
   });
 
   it("prints the exact 400 a request would get", async () => {
-    const body = await tempFile("b.json", '{"result":"ok"}');
+    const body = await tempFile("b.json", '{"amount":12}');
     const r = await runCli([
       "check-config",
       "--config",
@@ -95,8 +95,11 @@ describe("check-config --explain", () => {
       body,
     ]);
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain("answer: 400 MISSING_KEY: body:/transactionID is missing");
-    expect(r.stdout).toContain('"type":"urn:idempotency-gateway:problem:missing-key"');
+    expect(r.stdout).toContain("answer: 400 MISSING_KEY: body:/invoiceNumber is missing");
+    // In the route's error shape, as the caller would get it.
+    expect(r.stdout).toContain(
+      '{"error":"body:/invoiceNumber is missing","code":"MISSING_KEY","retryable":false',
+    );
   });
 
   it("names the JSON parse error of a body a rule needs", async () => {

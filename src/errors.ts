@@ -145,7 +145,7 @@ export class InFlightError extends GatewayError {
  */
 export class OutcomeUnknownError extends GatewayError {
   constructor(
-    detail = "an earlier attempt reached the backend but its answer was lost; it is not repeated automatically, and retries get this answer until an operator resolves the key or its TTL ends",
+    detail = "an earlier attempt reached the backend and whether it was executed is not known (its answer was lost, or said nothing of it); it is not repeated automatically, and retries get this answer until an operator resolves the key or its TTL ends",
     options?: ErrorOptions,
   ) {
     super(

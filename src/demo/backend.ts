@@ -56,11 +56,12 @@ function readFields(req: IncomingMessage): Promise<unknown> {
     req.on("end", () => {
       const text = Buffer.concat(chunks).toString("utf8");
       try {
+        resolve(JSON.parse(text));
+      } catch (err) {
+        // JSON first: `curl -d '{...}'` labels JSON as a form.
         if (/^application\/x-www-form-urlencoded/i.test(req.headers["content-type"] ?? "")) {
           resolve(Object.fromEntries(new URLSearchParams(text)));
-        } else resolve(JSON.parse(text));
-      } catch (err) {
-        reject(err);
+        } else reject(err);
       }
     });
   });

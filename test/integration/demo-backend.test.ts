@@ -27,6 +27,22 @@ describe("demo backend", () => {
     });
   });
 
+  it("takes robots' callbacks and form bodies, and JSON that curl -d labels as a form", async () => {
+    backend = await startDemoBackend({ port: 0 });
+    const form = { "content-type": "application/x-www-form-urlencoded" };
+    const callback = await send(`${backend.url}/callbacks/robot-7`, {
+      body: JSON.stringify({ invoiceNumber: "C-1", transactionID: "TX-1", amount: "5" }),
+    });
+    const formBody = await send(`${backend.url}/invoices`, {
+      headers: form,
+      body: "invoiceNumber=F-1&transactionId=T-2&amount=7",
+    });
+    const curlStyle = await send(`${backend.url}/invoices`, { headers: form, ...invoice("J-1") });
+    expect(callback.json()).toMatchObject({ invoiceNumber: "C-1", transactionId: "TX-1" });
+    expect(formBody.json()).toMatchObject({ invoiceNumber: "F-1", transactionId: "T-2", amount: "7" });
+    expect(curlStyle.json()).toMatchObject({ invoiceNumber: "J-1", amount: 5 });
+  });
+
   it("looks invoices up by number, 404 when there is none", async () => {
     backend = await startDemoBackend({ port: 0 });
     await send(`${backend.url}/invoices`, invoice("N-1"));

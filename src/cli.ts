@@ -195,6 +195,7 @@ function explanationLines(
   lines.push(`  key (${ex.key.kind}):`, ...ex.key.sources.map((p) => `    ${p.source} = ${show(p.value)}`));
   if (ex.key.scope.length)
     lines.push("  scope:", ...ex.key.scope.map((p) => `    ${p.source} = ${show(p.value)}`));
+  if (ex.key.identity) lines.push(`  identity: ${ex.key.identity} (hash of the identity headers)`);
   const part = (p: { part: string; value: unknown }) =>
     p.part === "body"
       ? `    body = ${bodySize} bytes, sha256 ${String(p.value)}`

@@ -70,6 +70,18 @@ function callerTimeoutWarnings(where: string, s: RouteSettings, upstreamTimeoutM
   return out;
 }
 
+/** The statuses a backend may answer after it committed; released, a retry executes again. */
+const AMBIGUOUS_STATUSES = [500, 502, 504];
+
+function releasedAmbiguousStatuses(where: string, s: RouteSettings): string[] {
+  const released = AMBIGUOUS_STATUSES.filter((status) => !s.cache(status) && !s.unknownOn(status));
+  if (released.length === 0) return [];
+  return [
+    `${where}.unknownOn: leaves out ${released.join(", ")}: a backend that commits and then answers ` +
+      `${released.length === 1 ? "it" : "one of them"} gets a duplicate from every retry`,
+  ];
+}
+
 /**
  * Settings that are legal but risky, said once at start (Caddy's Provision() habit) and by
  * check-config. Each names where it is in the file.
@@ -94,13 +106,10 @@ export function configWarnings(config: Config): string[] {
   }
   out.push(...isolationWarnings("defaults", config.defaults.identity, config.defaults.scope, [], trusted));
   const context = { upstreamTimeoutMs: config.upstream.timeout };
-  out.push(
-    ...callerTimeoutWarnings(
-      "defaults",
-      mergeSettings(config.defaults, {}, context),
-      config.upstream.timeout,
-    ),
-  );
+  const defaultSettings = mergeSettings(config.defaults, {}, context);
+  out.push(...callerTimeoutWarnings("defaults", defaultSettings, config.upstream.timeout));
+  out.push(...releasedAmbiguousStatuses("defaults", defaultSettings));
+
   config.routes.forEach((route, i) => {
     const where = `routes[${i}] "${route.name}"`;
     if (!route.protect) return;
@@ -110,9 +119,12 @@ export function configWarnings(config: Config): string[] {
     if (route.identity || route.scope || from.length > 0) {
       out.push(...isolationWarnings(where, identity, scope, from, trusted));
     }
+    const settings = mergeSettings(config.defaults, route, context);
     if (route.callerTimeout !== undefined || route.waitTimeout !== undefined || route.concurrent) {
-      const settings = mergeSettings(config.defaults, route, context);
       out.push(...callerTimeoutWarnings(where, settings, config.upstream.timeout));
+    }
+    if (route.unknownOn !== undefined || route.cache !== undefined) {
+      out.push(...releasedAmbiguousStatuses(where, settings));
     }
     if (route.onUnknown === "retry") {
       out.push(

@@ -57,6 +57,17 @@ describe("config warnings", () => {
     ]);
   });
 
+  it("warns when unknownOn leaves out a status a backend may answer after committing", () => {
+    const warn = (route: Record<string, unknown>) =>
+      configWarnings(parseConfig({ ...base, routes: [{ name: "r", match: { path: "/r" }, ...route }] }));
+    expect(warn({ unknownOn: [] })).toEqual([
+      expect.stringContaining('routes[0] "r".unknownOn: leaves out 500, 502, 504: a backend that commits'),
+    ]);
+    expect(warn({ unknownOn: [500, 504] })).toEqual([expect.stringContaining("leaves out 502:")]);
+    // Stored and replayed is safe too.
+    expect(warn({ unknownOn: [], cache: ["2xx", "4xx", "5xx"] })).toEqual([]);
+  });
+
   it("accepts a scope header that a trusted proxy sets in place of an identity", () => {
     const w = configWarnings(
       parseConfig({

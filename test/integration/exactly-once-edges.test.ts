@@ -5,37 +5,31 @@
  */
 import { type AddressInfo, createServer, type Server } from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
-import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
-import type { RunningGateway } from "../../src/gateway/index.js";
+import { startDemoBackend } from "../../src/demo/index.js";
 import { MemoryStore } from "../../src/store/index.js";
 import { startTestGateway } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
 import { invoice, invoiceRoute, nextCommit, reconcile } from "../helpers/invoices.js";
 import { loseReplies } from "../helpers/store-faults.js";
-import { gate, startUpstream, type TestUpstream } from "../helpers/upstream.js";
+import { closeAfterEach } from "../helpers/teardown.js";
+import { gate, startUpstream } from "../helpers/upstream.js";
 
-let backend: RunningDemoBackend | undefined;
-let upstream: TestUpstream | undefined;
-let gateway: RunningGateway | undefined;
-afterEach(async () => {
-  await gateway?.close();
-  await backend?.close();
-  await upstream?.close();
-  gateway = undefined;
-  backend = undefined;
-  upstream = undefined;
-});
+const use = closeAfterEach();
 
 describe("exactly once at the edges", () => {
   it("path 1, reconcile races the original: a notFound before the settle time is not trusted", async () => {
     // The gateway gives up after 300 ms; the backend commits at 1.5 s. A retry at once probes, finds
     // nothing yet, and must not forward the original a second time.
     const commit = nextCommit();
-    backend = await startDemoBackend({ port: 0, stallRate: 1, stallMs: 1_500, onCommit: commit.hook });
-    gateway = await startTestGateway({
-      upstream: { url: backend.url, timeout: "300ms" },
-      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile: { ...reconcile, settle: "5s" } })],
-    });
+    const backend = use(
+      await startDemoBackend({ port: 0, stallRate: 1, stallMs: 1_500, onCommit: commit.hook }),
+    );
+    const gateway = use(
+      await startTestGateway({
+        upstream: { url: backend.url, timeout: "300ms" },
+        routes: [invoiceRoute({ onUnknown: "reconcile", reconcile: { ...reconcile, settle: "5s" } })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     expect((await send(url, invoice("INV-RACE"))).status).toBe(504);
     const early = await send(url, invoice("INV-RACE"));
@@ -56,14 +50,16 @@ describe("exactly once at the edges", () => {
   it("path 4, waiters become fresh attempts: copies that waited on an unstored answer get that answer", async () => {
     let executions = 0;
     const release = gate();
-    upstream = await startUpstream(async (_call, res) => {
-      executions++;
-      await release.promise;
-      // Commits, then fails: a status the route does not store.
-      res.writeHead(503, { "content-type": "application/json" });
-      res.end(JSON.stringify({ error: "committed, then failed", n: executions }));
-    });
-    gateway = await startTestGateway({ upstream: upstream.url, defaults: { cache: ["2xx"] } });
+    const upstream = use(
+      await startUpstream(async (_call, res) => {
+        executions++;
+        await release.promise;
+        // Commits, then fails: a status the route does not store.
+        res.writeHead(503, { "content-type": "application/json" });
+        res.end(JSON.stringify({ error: "committed, then failed", n: executions }));
+      }),
+    );
+    const gateway = use(await startTestGateway({ upstream: upstream.url, defaults: { cache: ["2xx"] } }));
     const headers = { "idempotency-key": "waiters-500" };
     const first = send(`${gateway.url}/pay`, { headers, body: "{}" });
     await upstream.called(1);
@@ -79,10 +75,12 @@ describe("exactly once at the edges", () => {
   });
 
   it("path 7, a lost store reply strands a key: a begin whose reply was lost leaves the key free", async () => {
-    upstream = await startUpstream();
+    const upstream = use(await startUpstream());
     const memory = new MemoryStore();
     const faulty = loseReplies(memory);
-    gateway = await startTestGateway({ upstream: upstream.url, defaults: { lockTtl: "1s" } }, faulty.store);
+    const gateway = use(
+      await startTestGateway({ upstream: upstream.url, defaults: { lockTtl: "1s" } }, faulty.store),
+    );
     const headers = { "idempotency-key": "lost-begin" };
     faulty.loseNext("begin");
     const lost = await send(`${gateway.url}/pay`, { headers, body: "{}" });
@@ -126,7 +124,7 @@ describe("keep-alive connections to the upstream", () => {
     });
     await new Promise<void>((resolve) => backendServer?.listen(0, "127.0.0.1", resolve));
     const { port } = backendServer.address() as AddressInfo;
-    gateway = await startTestGateway({ upstream: `http://127.0.0.1:${port}` });
+    const gateway = use(await startTestGateway({ upstream: `http://127.0.0.1:${port}` }));
     const res = await send(`${gateway.url}/pay`, { headers: { "idempotency-key": "idle-1" }, body: "{}" });
     expect(res.status).toBe(201);
     expect(await closedBy).toBe("gateway");

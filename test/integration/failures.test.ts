@@ -1,5 +1,5 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startDemoBackend } from "../../src/demo/index.js";
 import type { RunningGateway } from "../../src/gateway/index.js";
 import { RecordState } from "../../src/store/index.js";
 import { RedisStore } from "../../src/store/redis.js";
@@ -7,28 +7,21 @@ import { startTestGateway } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
 import { invoice, invoiceRoute, nextCommit, reconcile } from "../helpers/invoices.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
-import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
+import { closeAfterEach } from "../helpers/teardown.js";
+import { startUpstream } from "../helpers/upstream.js";
 
-let backend: RunningDemoBackend | undefined;
-let upstream: TestUpstream | undefined;
-let gateway: RunningGateway | undefined;
-afterEach(async () => {
-  await gateway?.close();
-  await backend?.close();
-  await upstream?.close();
-  gateway = undefined;
-  backend = undefined;
-  upstream = undefined;
-});
+const use = closeAfterEach();
 
 describe("unknown outcomes", () => {
   it("the 31 s story: the client gives up, the backend commits later, the retry gets that commit", async () => {
     // Scaled down: client timeout 200 ms < backend commit after 600 ms < gateway upstream timeout 10 s.
-    backend = await startDemoBackend({ port: 0, stallRate: 1, stallMs: 600 });
-    gateway = await startTestGateway({
-      upstream: { url: backend.url, timeout: "10s" },
-      routes: [invoiceRoute()],
-    });
+    const backend = use(await startDemoBackend({ port: 0, stallRate: 1, stallMs: 600 }));
+    const gateway = use(
+      await startTestGateway({
+        upstream: { url: backend.url, timeout: "10s" },
+        routes: [invoiceRoute()],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     const first = await send(url, { ...invoice("INV-31"), signal: AbortSignal.timeout(200) }).catch(
       (e: Error) => e,
@@ -42,10 +35,12 @@ describe("unknown outcomes", () => {
   });
 
   it("an upstream that resets the connection after reading the request leaves the key unknown (504, then 409)", async () => {
-    upstream = await startUpstream((_call, res) => {
-      res.socket?.destroy();
-    });
-    gateway = await startTestGateway({ upstream: upstream.url });
+    const upstream = use(
+      await startUpstream((_call, res) => {
+        res.socket?.destroy();
+      }),
+    );
+    const gateway = use(await startTestGateway({ upstream: upstream.url }));
     const headers = { "idempotency-key": "reset-1" };
     const first = await send(`${gateway.url}/pay`, { headers, body: "{}" });
     const retry = await send(`${gateway.url}/pay`, { headers, body: "{}" });
@@ -59,16 +54,20 @@ describe("unknown outcomes", () => {
   it("reconcile: the probe finds the committed invoice, which is stored and replayed as reconciled", async () => {
     const commit = nextCommit();
     // undici measures upstream timeouts with a resolution of about a second: leave a wide gap.
-    backend = await startDemoBackend({
-      port: 0,
-      stallRate: 1,
-      stallMs: 2_500,
-      onCommit: (i) => commit.hook(i),
-    });
-    gateway = await startTestGateway({
-      upstream: { url: backend.url, timeout: "200ms" },
-      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
-    });
+    const backend = use(
+      await startDemoBackend({
+        port: 0,
+        stallRate: 1,
+        stallMs: 2_500,
+        onCommit: (i) => commit.hook(i),
+      }),
+    );
+    const gateway = use(
+      await startTestGateway({
+        upstream: { url: backend.url, timeout: "200ms" },
+        routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     const first = await send(url, invoice("INV-R1"));
     expect(first.status).toBe(504);
@@ -85,20 +84,24 @@ describe("unknown outcomes", () => {
 
   it("reconcile: the probe finds nothing once the settle time has passed, so the original is forwarded again", async () => {
     let posts = 0;
-    upstream = await startUpstream((call, res) => {
-      if (call.method === "GET") {
-        res.writeHead(404);
-        return void res.end();
-      }
-      posts++;
-      if (posts === 1) return; // the first POST never answers and never commits
-      res.writeHead(201);
-      res.end("created on the second try");
-    });
-    gateway = await startTestGateway({
-      upstream: { url: upstream.url, timeout: "150ms" },
-      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile: { ...reconcile, settle: "20ms" } })],
-    });
+    const upstream = use(
+      await startUpstream((call, res) => {
+        if (call.method === "GET") {
+          res.writeHead(404);
+          return void res.end();
+        }
+        posts++;
+        if (posts === 1) return; // the first POST never answers and never commits
+        res.writeHead(201);
+        res.end("created on the second try");
+      }),
+    );
+    const gateway = use(
+      await startTestGateway({
+        upstream: { url: upstream.url, timeout: "150ms" },
+        routes: [invoiceRoute({ onUnknown: "reconcile", reconcile: { ...reconcile, settle: "20ms" } })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     expect((await send(url, invoice("INV-R2"))).status).toBe(504);
     await settled(gateway);
@@ -114,17 +117,21 @@ describe("unknown outcomes", () => {
 
   it("reconcile: a probe that fails leaves the key unknown (409), and nothing is forwarded", async () => {
     let posts = 0;
-    upstream = await startUpstream((call, res) => {
-      if (call.method === "GET") {
-        res.writeHead(500);
-        return void res.end();
-      }
-      posts++;
-    });
-    gateway = await startTestGateway({
-      upstream: { url: upstream.url, timeout: "150ms" },
-      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
-    });
+    const upstream = use(
+      await startUpstream((call, res) => {
+        if (call.method === "GET") {
+          res.writeHead(500);
+          return void res.end();
+        }
+        posts++;
+      }),
+    );
+    const gateway = use(
+      await startTestGateway({
+        upstream: { url: upstream.url, timeout: "150ms" },
+        routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     expect((await send(url, invoice("INV-R3"))).status).toBe(504);
     const retry = await send(url, invoice("INV-R3"));
@@ -147,10 +154,12 @@ describe("store outage", () => {
   });
 
   async function redisGateway(failMode: "closed" | "open") {
-    upstream = await startUpstream();
+    const upstream = use(await startUpstream());
     const store = new RedisStore({ url: redis.url, prefix: `outage-${failMode}:`, commandTimeoutMs: 500 });
     await store.connect();
-    gateway = await startTestGateway({ upstream: upstream.url, store: { kind: "redis", failMode } }, store);
+    const gateway = use(
+      await startTestGateway({ upstream: upstream.url, store: { kind: "redis", failMode } }, store),
+    );
     return { up: upstream, gw: gateway };
   }
 

@@ -10,21 +10,12 @@ import axiosRetry from "axios-retry";
 import got from "got";
 import Stripe from "stripe";
 import { Agent, RetryAgent, request } from "undici";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
-import type { RunningGateway } from "../../src/gateway/index.js";
 import { startTestGateway } from "../helpers/gateway.js";
+import { closeAfterEach } from "../helpers/teardown.js";
 
-let backend: RunningDemoBackend | undefined;
-let gateway: RunningGateway | undefined;
-const agents: Agent[] = [];
-afterEach(async () => {
-  await gateway?.close();
-  await backend?.close();
-  for (const agent of agents.splice(0)) await agent.close();
-  gateway = undefined;
-  backend = undefined;
-});
+const use = closeAfterEach();
 
 /** What a client's caller ends up holding: the invoice it was given, or the error it was given. */
 type Outcome = { ok: true; id: string } | { ok: false; error: string };
@@ -76,8 +67,7 @@ const clients: Record<string, { send: Client; readsErrorMember?: boolean }> = {
   },
   "undici RetryAgent": {
     async send(gatewayUrl, op) {
-      const agent = new Agent();
-      agents.push(agent);
+      const agent = use(new Agent());
       const dispatcher = new RetryAgent(agent, {
         maxRetries: 3,
         minTimeout: 20,
@@ -160,9 +150,9 @@ const probeBy = (source: "body:/" | "form:") => ({
 });
 
 /** The shipped defaults; with reconcile, routes that ask the demo backend what it booked. */
-function gatewayConfig(reconcile: boolean, errorMember: boolean) {
+function gatewayConfig(backend: RunningDemoBackend, reconcile: boolean, errorMember: boolean) {
   return {
-    upstream: backend?.url as string,
+    upstream: backend.url,
     ...(errorMember ? { defaults: { errorBody: ERROR_MEMBER } } : {}),
     routes: reconcile
       ? [
@@ -184,8 +174,8 @@ function gatewayConfig(reconcile: boolean, errorMember: boolean) {
 }
 
 /** The id the backend booked for an invoice number (it booked each exactly once, or the test fails). */
-async function committedId(invoiceNumber: string): Promise<string> {
-  const res = await request(`${backend?.url}/invoices?number=${invoiceNumber}`);
+async function committedId(backend: RunningDemoBackend, invoiceNumber: string): Promise<string> {
+  const res = await request(`${backend.url}/invoices?number=${invoiceNumber}`);
   const list = (await res.body.json()) as { id: string }[];
   expect(list).toHaveLength(1);
   return (list[0] as { id: string }).id;
@@ -201,19 +191,22 @@ describe("retrying clients against a backend that commits, then fails", () => {
           reconcile ? "reconcile" : "shipped defaults"
         }`;
         it(title, async () => {
-          backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode });
-          gateway = await startTestGateway(gatewayConfig(reconcile, client.readsErrorMember === true));
+          const backend = use(await startDemoBackend({ port: 0, failAfterCommit: 1, failMode }));
+          const gateway = use(
+            await startTestGateway(gatewayConfig(backend, reconcile, client.readsErrorMember === true)),
+          );
           const ops: Operation[] = Array.from({ length: OPERATIONS }, (_, i) => ({
             invoiceNumber: `INV-${name.replace(/\W/g, "")}-${failMode}-${reconcile}-${i}`,
             transactionId: `T-${i}`,
             amount: 100 + i,
             key: `op-${name.replace(/\W/g, "")}-${failMode}-${reconcile}-${i}`,
           }));
-          const outcomes = await Promise.all(ops.map((op) => client.send(gateway?.url as string, op)));
+          const outcomes = await Promise.all(ops.map((op) => client.send(gateway.url, op)));
           expect(backend.stats()).toMatchObject({ executions: OPERATIONS, duplicates: 0 });
           for (const [i, outcome] of outcomes.entries()) {
             const op = ops[i] as Operation;
-            if (reconcile) expect(outcome).toEqual({ ok: true, id: await committedId(op.invoiceNumber) });
+            if (reconcile)
+              expect(outcome).toEqual({ ok: true, id: await committedId(backend, op.invoiceNumber) });
             else expect(outcome.ok, JSON.stringify(outcome)).toBe(false);
           }
         });

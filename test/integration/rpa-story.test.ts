@@ -9,28 +9,19 @@
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { loadConfig } from "../../src/config/index.js";
-import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
+import { startDemoBackend } from "../../src/demo/index.js";
 import { type RunningGateway, startGateway } from "../../src/gateway/index.js";
 import { type Reply, send } from "../helpers/http.js";
-import { gate, startUpstream, type TestUpstream } from "../helpers/upstream.js";
+import { closeAfterEach } from "../helpers/teardown.js";
+import { gate, startUpstream } from "../helpers/upstream.js";
 
 const EXAMPLE = fileURLToPath(new URL("../../config/examples/rpa-callback.yaml", import.meta.url));
 const SAMPLE = fileURLToPath(new URL("../../config/examples/samples/rpa-callback.json", import.meta.url));
 const sample = JSON.parse(await readFile(SAMPLE, "utf8")) as Record<string, string>;
 
-let backend: RunningDemoBackend | undefined;
-let upstream: TestUpstream | undefined;
-let gateway: RunningGateway | undefined;
-afterEach(async () => {
-  await gateway?.close();
-  await backend?.close();
-  await upstream?.close();
-  gateway = undefined;
-  backend = undefined;
-  upstream = undefined;
-});
+const use = closeAfterEach();
 
 async function exampleGateway(upstreamUrl: string): Promise<RunningGateway> {
   const config = await loadConfig(EXAMPLE, { upstream: upstreamUrl, port: 0, adminPort: 0 });
@@ -38,9 +29,15 @@ async function exampleGateway(upstreamUrl: string): Promise<RunningGateway> {
 }
 
 /** One robot's callback for an invoice: the sample with its own invoice number, a new sentAt per attempt. */
-function callback(robot: string, invoiceNumber: string, attempt: number, mintedKey = false) {
+function callback(
+  gateway: RunningGateway,
+  robot: string,
+  invoiceNumber: string,
+  attempt: number,
+  mintedKey = false,
+) {
   return {
-    url: `${gateway?.url}/callbacks/${robot}`,
+    url: `${gateway.url}/callbacks/${robot}`,
     init: {
       headers: {
         authorization: `Bearer ${robot}`,
@@ -56,17 +53,19 @@ describe("the RPA callback story, on the shipped example", () => {
   it("a commit after the robot's timeout, retried at once, by a plain robot and by one that mints keys: one execution each, both end with the booked answer", async () => {
     const booked = new Map<string, number>();
     const commit = gate();
-    upstream = await startUpstream(async (call, res) => {
-      const body = JSON.parse(call.body.toString()) as Record<string, string>;
-      const key = `${body.invoiceNumber}/${body.transactionID}`;
-      await commit.promise; // the backend takes 31 s
-      booked.set(key, (booked.get(key) ?? 0) + 1);
-      res.writeHead(201, { "content-type": "application/json" });
-      res.end(
-        JSON.stringify({ id: `INV-${booked.size}`, invoiceNumber: body.invoiceNumber, status: "booked" }),
-      );
-    });
-    gateway = await exampleGateway(upstream.url);
+    const upstream = use(
+      await startUpstream(async (call, res) => {
+        const body = JSON.parse(call.body.toString()) as Record<string, string>;
+        const key = `${body.invoiceNumber}/${body.transactionID}`;
+        await commit.promise; // the backend takes 31 s
+        booked.set(key, (booked.get(key) ?? 0) + 1);
+        res.writeHead(201, { "content-type": "application/json" });
+        res.end(
+          JSON.stringify({ id: `INV-${booked.size}`, invoiceNumber: body.invoiceNumber, status: "booked" }),
+        );
+      }),
+    );
+    const gateway = use(await exampleGateway(upstream.url));
 
     const robots = [
       { robot: "robot-7", invoice: "INV-2026-4711", minted: false },
@@ -74,7 +73,7 @@ describe("the RPA callback story, on the shipped example", () => {
     ];
     const firstAttempts = robots.map(({ robot, invoice, minted }) => {
       const timeout = new AbortController();
-      const { url, init } = callback(robot, invoice, 1, minted);
+      const { url, init } = callback(gateway, robot, invoice, 1, minted);
       return { timeout, sent: send(url, { ...init, signal: timeout.signal }).catch((err: Error) => err) };
     });
     await upstream.called(2);
@@ -82,10 +81,10 @@ describe("the RPA callback story, on the shipped example", () => {
     for (const a of firstAttempts) a.timeout.abort();
     for (const a of firstAttempts) expect(await a.sent).toBeInstanceOf(Error);
     const retries = robots.map(({ robot, invoice, minted }) => {
-      const { url, init } = callback(robot, invoice, 2, minted);
+      const { url, init } = callback(gateway, robot, invoice, 2, minted);
       return send(url, init);
     });
-    await vi.waitFor(() => expect(gateway?.engine.waitingDuplicates).toBe(2));
+    await vi.waitFor(() => expect(gateway.engine.waitingDuplicates).toBe(2));
     // 31 s: the backend commits both callbacks.
     commit.open();
     const answers: Reply[] = await Promise.all(retries);
@@ -97,18 +96,18 @@ describe("the RPA callback story, on the shipped example", () => {
     expect([...booked.values()]).toEqual([1, 1]);
     expect(upstream.calls).toHaveLength(2);
     // Every later retry, minted key or not, gets the same bytes.
-    const third = callback("robot-8", "INV-2026-4712", 3, true);
+    const third = callback(gateway, "robot-8", "INV-2026-4712", 3, true);
     const late = await send(third.url, third.init);
     expect(late.body.equals(answers[1]?.body ?? Buffer.alloc(0))).toBe(true);
   });
 
   it("a commit followed by a 500: the retry gets the booked invoice as a 201, in a first answer's shape", async () => {
-    backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "500" });
-    gateway = await exampleGateway(backend.url);
-    const first = callback("robot-7", "INV-2026-4713", 1);
+    const backend = use(await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "500" }));
+    const gateway = use(await exampleGateway(backend.url));
+    const first = callback(gateway, "robot-7", "INV-2026-4713", 1);
     const failed = await send(first.url, first.init);
     expect(failed.status).toBe(500);
-    const retry = callback("robot-7", "INV-2026-4713", 2, true);
+    const retry = callback(gateway, "robot-7", "INV-2026-4713", 2, true);
     const answer = await send(retry.url, retry.init);
     expect(answer.status).toBe(201);
     expect(answer.headers["idempotent-replayed"]).toBe("reconciled");
@@ -122,8 +121,8 @@ describe("the RPA callback story, on the shipped example", () => {
   });
 
   it("a callback without its amount is refused in the backend's error shape, naming the field, nothing forwarded", async () => {
-    backend = await startDemoBackend({ port: 0 });
-    gateway = await exampleGateway(backend.url);
+    const backend = use(await startDemoBackend({ port: 0 }));
+    const gateway = use(await exampleGateway(backend.url));
     const { amount: _, ...withoutAmount } = sample;
     const answer = await send(`${gateway.url}/callbacks/robot-7`, {
       headers: {

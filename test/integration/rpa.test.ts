@@ -3,30 +3,20 @@
  * mint a key per attempt, and answers a robot can act on (one shape, retry guidance, request ids).
  * Black-box: a real gateway in front of a real backend, over real sockets.
  */
-import { afterEach, describe, expect, it } from "vitest";
-import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
-import type { RunningGateway } from "../../src/gateway/index.js";
+import { describe, expect, it } from "vitest";
+import { startDemoBackend } from "../../src/demo/index.js";
 import { startTestGateway, testConfig } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
 import { invoice, invoiceRoute, reconcile } from "../helpers/invoices.js";
-import { gate, startUpstream, type TestUpstream } from "../helpers/upstream.js";
+import { closeAfterEach } from "../helpers/teardown.js";
+import { gate, startUpstream } from "../helpers/upstream.js";
 
-let backend: RunningDemoBackend | undefined;
-let upstream: TestUpstream | undefined;
-let gateway: RunningGateway | undefined;
-afterEach(async () => {
-  await gateway?.close();
-  await backend?.close();
-  await upstream?.close();
-  gateway = undefined;
-  backend = undefined;
-  upstream = undefined;
-});
+const use = closeAfterEach();
 
 describe("commit, then an error status", () => {
   it("a 500 after a commit leaves the key unknown under the defaults: the retry is not executed", async () => {
-    backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "500" });
-    gateway = await startTestGateway({ upstream: backend.url, routes: [invoiceRoute()] });
+    const backend = use(await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "500" }));
+    const gateway = use(await startTestGateway({ upstream: backend.url, routes: [invoiceRoute()] }));
     const url = `${gateway.url}/invoices`;
     const first = await send(url, invoice("INV-500"));
     expect(first.status).toBe(500);
@@ -39,12 +29,14 @@ describe("commit, then an error status", () => {
   for (const status of [502, 504]) {
     it(`${status} is an unknown outcome too`, async () => {
       let executions = 0;
-      upstream = await startUpstream((_call, res) => {
-        executions++;
-        res.writeHead(status, { "content-type": "text/plain" });
-        res.end("bad gateway somewhere behind");
-      });
-      gateway = await startTestGateway({ upstream: upstream.url });
+      const upstream = use(
+        await startUpstream((_call, res) => {
+          executions++;
+          res.writeHead(status, { "content-type": "text/plain" });
+          res.end("bad gateway somewhere behind");
+        }),
+      );
+      const gateway = use(await startTestGateway({ upstream: upstream.url }));
       const headers = { "idempotency-key": `k-${status}` };
       expect((await send(`${gateway.url}/pay`, { headers, body: "{}" })).status).toBe(status);
       expect((await send(`${gateway.url}/pay`, { headers, body: "{}" })).status).toBe(409);
@@ -53,11 +45,13 @@ describe("commit, then an error status", () => {
   }
 
   it("with reconcile, the retry after a 500 gets the committed invoice", async () => {
-    backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "500" });
-    gateway = await startTestGateway({
-      upstream: backend.url,
-      routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
-    });
+    const backend = use(await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "500" }));
+    const gateway = use(
+      await startTestGateway({
+        upstream: backend.url,
+        routes: [invoiceRoute({ onUnknown: "reconcile", reconcile })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     expect((await send(url, invoice("INV-R500"))).status).toBe(500);
     const retry = await send(url, invoice("INV-R500"));
@@ -68,12 +62,14 @@ describe("commit, then an error status", () => {
 
   it("unknownOn is configurable: a status left out releases the key, as a 503 does by default", async () => {
     let executions = 0;
-    upstream = await startUpstream((_call, res) => {
-      executions++;
-      res.writeHead(executions === 1 ? 503 : 201, { "content-type": "application/json" });
-      res.end(JSON.stringify({ n: executions }));
-    });
-    gateway = await startTestGateway({ upstream: upstream.url });
+    const upstream = use(
+      await startUpstream((_call, res) => {
+        executions++;
+        res.writeHead(executions === 1 ? 503 : 201, { "content-type": "application/json" });
+        res.end(JSON.stringify({ n: executions }));
+      }),
+    );
+    const gateway = use(await startTestGateway({ upstream: upstream.url }));
     const headers = { "idempotency-key": "k-503" };
     expect((await send(`${gateway.url}/pay`, { headers, body: "{}" })).status).toBe(503);
     expect((await send(`${gateway.url}/pay`, { headers, body: "{}" })).status).toBe(201);
@@ -83,8 +79,8 @@ describe("commit, then an error status", () => {
 
 describe("retry guidance", () => {
   it("OUTCOME_UNKNOWN under reject says retryable: false and sends no Retry-After", async () => {
-    backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "drop" });
-    gateway = await startTestGateway({ upstream: backend.url, routes: [invoiceRoute()] });
+    const backend = use(await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "drop" }));
+    const gateway = use(await startTestGateway({ upstream: backend.url, routes: [invoiceRoute()] }));
     const url = `${gateway.url}/invoices`;
     const first = await send(url, invoice("INV-G"));
     expect(first.status).toBe(504);
@@ -97,14 +93,18 @@ describe("retry guidance", () => {
 
   it("IN_FLIGHT says retryable: true with Retry-After; a 400 says retryable: false", async () => {
     const release = gate();
-    upstream = await startUpstream(async (_call, res) => {
-      await release.promise;
-      res.end("done");
-    });
-    gateway = await startTestGateway({
-      upstream: upstream.url,
-      routes: [invoiceRoute({ concurrent: "reject" })],
-    });
+    const upstream = use(
+      await startUpstream(async (_call, res) => {
+        await release.promise;
+        res.end("done");
+      }),
+    );
+    const gateway = use(
+      await startTestGateway({
+        upstream: upstream.url,
+        routes: [invoiceRoute({ concurrent: "reject" })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     const first = send(url, invoice("INV-F"));
     await upstream.called(1);
@@ -122,12 +122,14 @@ describe("retry guidance", () => {
 
 describe("request ids", () => {
   it("every answer carries X-Request-Id: first answers, replays, errors and pass-through", async () => {
-    upstream = await startUpstream((call, res) => {
-      // A backend that echoes the id it was sent.
-      res.writeHead(201, { "x-request-id": String(call.headers["x-request-id"]) });
-      res.end("created");
-    });
-    gateway = await startTestGateway({ upstream: upstream.url });
+    const upstream = use(
+      await startUpstream((call, res) => {
+        // A backend that echoes the id it was sent.
+        res.writeHead(201, { "x-request-id": String(call.headers["x-request-id"]) });
+        res.end("created");
+      }),
+    );
+    const gateway = use(await startTestGateway({ upstream: upstream.url }));
     const headers = (id: string) => ({ "idempotency-key": "k-rid", "x-request-id": id });
     const first = await send(`${gateway.url}/pay`, { headers: headers("robot-1"), body: "{}" });
     const replay = await send(`${gateway.url}/pay`, { headers: headers("robot-2"), body: "{}" });
@@ -145,15 +147,17 @@ describe("request ids", () => {
 });
 
 describe("keys and fields on a business-key route", () => {
-  const counting = () =>
-    startUpstream((call, res) => {
+  const counting = () => {
+    let n = 0;
+    return startUpstream((call, res) => {
       res.writeHead(201, { "content-type": "application/json" });
-      res.end(JSON.stringify({ n: upstream?.calls.length, key: call.headers["idempotency-key"] ?? null }));
+      res.end(JSON.stringify({ n: ++n, key: call.headers["idempotency-key"] ?? null }));
     });
+  };
 
   it("a fresh Idempotency-Key per retry does not make a new operation: the business key decides", async () => {
-    upstream = await counting();
-    gateway = await startTestGateway({ upstream: upstream.url, routes: [invoiceRoute()] });
+    const upstream = use(await counting());
+    const gateway = use(await startTestGateway({ upstream: upstream.url, routes: [invoiceRoute()] }));
     const attempt = (n: number) =>
       send(`${gateway?.url}/invoices`, {
         headers: { ...invoice("INV-K").headers, "idempotency-key": `robot-attempt-${n}` },
@@ -168,11 +172,13 @@ describe("keys and fields on a business-key route", () => {
   });
 
   it("naming the header on such a route opts in: a present header wins over key.from", async () => {
-    upstream = await counting();
-    gateway = await startTestGateway({
-      upstream: upstream.url,
-      routes: [invoiceRoute({ key: { header: "Idempotency-Key", from: ["body:/invoiceNumber"] } })],
-    });
+    const upstream = use(await counting());
+    const gateway = use(
+      await startTestGateway({
+        upstream: upstream.url,
+        routes: [invoiceRoute({ key: { header: "Idempotency-Key", from: ["body:/invoiceNumber"] } })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     for (const k of ["a", "b"]) {
       const r = await send(url, {
@@ -185,11 +191,13 @@ describe("keys and fields on a business-key route", () => {
   });
 
   it("require: a missing field is a 400 naming it, nothing forwarded, no key taken", async () => {
-    upstream = await counting();
-    gateway = await startTestGateway({
-      upstream: upstream.url,
-      routes: [invoiceRoute({ require: ["body:/amount"] })],
-    });
+    const upstream = use(await counting());
+    const gateway = use(
+      await startTestGateway({
+        upstream: upstream.url,
+        routes: [invoiceRoute({ require: ["body:/amount"] })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     const headers = invoice("INV-Q").headers;
     const body = (amount?: number) =>
@@ -204,11 +212,13 @@ describe("keys and fields on a business-key route", () => {
   });
 
   it("operationIdHeader sends the stored key upstream, the same on every attempt of one operation", async () => {
-    upstream = await counting();
-    gateway = await startTestGateway({
-      upstream: upstream.url,
-      routes: [invoiceRoute({ operationIdHeader: "Idempotency-Key" })],
-    });
+    const upstream = use(await counting());
+    const gateway = use(
+      await startTestGateway({
+        upstream: upstream.url,
+        routes: [invoiceRoute({ operationIdHeader: "Idempotency-Key" })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     const withKey = (k: string, n: string) => ({
       headers: { ...invoice(n).headers, "idempotency-key": k },
@@ -218,11 +228,13 @@ describe("keys and fields on a business-key route", () => {
     await send(url, withKey("client-1", "INV-O2"));
     // Through a store loss the same operation would be sent again with the same id.
     await gateway.close();
-    gateway = await startTestGateway({
-      upstream: upstream.url,
-      routes: [invoiceRoute({ operationIdHeader: "Idempotency-Key" })],
-    });
-    await send(`${gateway.url}/invoices`, withKey("client-2", "INV-O1"));
+    const restarted = use(
+      await startTestGateway({
+        upstream: upstream.url,
+        routes: [invoiceRoute({ operationIdHeader: "Idempotency-Key" })],
+      }),
+    );
+    await send(`${restarted.url}/invoices`, withKey("client-2", "INV-O1"));
     const ids = upstream.calls.map((c) => c.headers["idempotency-key"]);
     expect(ids[0]).toMatch(/^[\w-]{43}$/);
     expect(ids[1]).not.toBe(ids[0]);
@@ -235,16 +247,18 @@ describe("keys and fields on a business-key route", () => {
 
 describe("a reconciled replay in the original's shape", () => {
   it("reconcile.replay turns the probe's 200 list into the 201 object the original caller would have got", async () => {
-    backend = await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "drop" });
-    gateway = await startTestGateway({
-      upstream: backend.url,
-      routes: [
-        invoiceRoute({
-          onUnknown: "reconcile",
-          reconcile: { ...reconcile, replay: { status: 201, body: "/0" } },
-        }),
-      ],
-    });
+    const backend = use(await startDemoBackend({ port: 0, failAfterCommit: 1, failMode: "drop" }));
+    const gateway = use(
+      await startTestGateway({
+        upstream: backend.url,
+        routes: [
+          invoiceRoute({
+            onUnknown: "reconcile",
+            reconcile: { ...reconcile, replay: { status: 201, body: "/0" } },
+          }),
+        ],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     expect((await send(url, invoice("INV-SHAPE"))).status).toBe(504);
     const retry = await send(url, invoice("INV-SHAPE"));
@@ -271,14 +285,18 @@ describe("the route's error shape", () => {
   };
 
   it("fills the template for every gateway error on the route, in the backend's content type", async () => {
-    upstream = await startUpstream((_call, res) => {
-      res.end("{}");
-    });
-    gateway = await startTestGateway({
-      upstream: upstream.url,
-      defaults: { errorBody: shape },
-      routes: [invoiceRoute({ require: ["body:/amount"] })],
-    });
+    const upstream = use(
+      await startUpstream((_call, res) => {
+        res.end("{}");
+      }),
+    );
+    const gateway = use(
+      await startTestGateway({
+        upstream: upstream.url,
+        defaults: { errorBody: shape },
+        routes: [invoiceRoute({ require: ["body:/amount"] })],
+      }),
+    );
     const url = `${gateway.url}/invoices`;
     const missing = await send(url, {
       headers: { ...invoice("INV-T").headers, "x-request-id": "r-1" },

@@ -1,25 +1,15 @@
 import { readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import { type RunningDemoBackend, startDemoBackend } from "../../src/demo/index.js";
-import type { RunningGateway } from "../../src/gateway/index.js";
+import { describe, expect, it } from "vitest";
+import { startDemoBackend } from "../../src/demo/index.js";
 import { DEFAULT_BODY, Pattern, render, runStorm, type StormOptions } from "../../src/storm/index.js";
 import { startTestGateway } from "../helpers/gateway.js";
 import { runCli } from "../helpers/process.js";
-import { startUpstream, type TestUpstream } from "../helpers/upstream.js";
+import { closeAfterEach } from "../helpers/teardown.js";
+import { startUpstream } from "../helpers/upstream.js";
 
-let backend: RunningDemoBackend | undefined;
-let upstream: TestUpstream | undefined;
-let gateway: RunningGateway | undefined;
-afterEach(async () => {
-  await gateway?.close();
-  await backend?.close();
-  await upstream?.close();
-  gateway = undefined;
-  backend = undefined;
-  upstream = undefined;
-});
+const use = closeAfterEach();
 
 const options = (target: string, over: Partial<StormOptions> = {}): StormOptions => ({
   target,
@@ -40,7 +30,7 @@ const options = (target: string, over: Partial<StormOptions> = {}): StormOptions
 
 describe("storm counting", () => {
   it("reports every duplicate a non-idempotent backend creates: keys x retries", async () => {
-    backend = await startDemoBackend({ port: 0 });
+    const backend = use(await startDemoBackend({ port: 0 }));
     const r = await runStorm(options(`${backend.url}/invoices`, { statsUrl: `${backend.url}/stats` }));
     expect(r.sends).toBe(80);
     expect(r.statuses).toEqual({ "201": 80 });
@@ -54,22 +44,24 @@ describe("storm counting", () => {
     const seen = new Map<string, number>();
     let executions = 0;
     let duplicates = 0;
-    upstream = await startUpstream((call, res) => {
-      if (call.method === "GET") {
-        res.end(JSON.stringify({ executions, distinctKeys: seen.size, duplicates }));
-        return;
-      }
-      const key = String(call.headers["idempotency-key"]);
-      const index = Number(key.split("-").at(-1));
-      const n = (seen.get(key) ?? 0) + 1;
-      seen.set(key, n);
-      // The first k operations execute twice (a new body each time); every other send is a replay.
-      const executes = n === 1 || (index < k && n === 2);
-      if (executes) executions++;
-      if (executes && n === 2) duplicates++;
-      if (!executes) res.setHeader("idempotent-replayed", "true");
-      res.end(executes ? `exec-${key}-${n}` : `exec-${key}-1`);
-    });
+    const upstream = use(
+      await startUpstream((call, res) => {
+        if (call.method === "GET") {
+          res.end(JSON.stringify({ executions, distinctKeys: seen.size, duplicates }));
+          return;
+        }
+        const key = String(call.headers["idempotency-key"]);
+        const index = Number(key.split("-").at(-1));
+        const n = (seen.get(key) ?? 0) + 1;
+        seen.set(key, n);
+        // The first k operations execute twice (a new body each time); every other send is a replay.
+        const executes = n === 1 || (index < k && n === 2);
+        if (executes) executions++;
+        if (executes && n === 2) duplicates++;
+        if (!executes) res.setHeader("idempotent-replayed", "true");
+        res.end(executes ? `exec-${key}-${n}` : `exec-${key}-1`);
+      }),
+    );
     const r = await runStorm(
       options(`${upstream.url}/x`, { keyHeader: true, retries: 2, statsUrl: `${upstream.url}/stats` }),
     );
@@ -80,12 +72,14 @@ describe("storm counting", () => {
 
   it("counts statuses, conflicts, mismatches and replays exactly", async () => {
     let n = 0;
-    upstream = await startUpstream((_call, res) => {
-      n++;
-      const status = n % 4 === 0 ? 409 : n % 4 === 1 ? 422 : 200;
-      res.writeHead(status, n % 2 === 0 ? { "idempotent-replayed": "true" } : {});
-      res.end("same");
-    });
+    const upstream = use(
+      await startUpstream((_call, res) => {
+        n++;
+        const status = n % 4 === 0 ? 409 : n % 4 === 1 ? 422 : 200;
+        res.writeHead(status, n % 2 === 0 ? { "idempotent-replayed": "true" } : {});
+        res.end("same");
+      }),
+    );
     const r = await runStorm(options(`${upstream.url}/x`, { keys: 10, retries: 3 }));
     expect(r.sends).toBe(40);
     expect(r.statuses).toEqual({ "200": 20, "409": 10, "422": 10 });
@@ -97,12 +91,14 @@ describe("storm counting", () => {
 
   it("retries after a client timeout with the timeout pattern, and stops at the first answer", async () => {
     const first = new Set<string>();
-    upstream = await startUpstream((call, res) => {
-      const key = JSON.parse(call.body.toString()).invoiceNumber as string;
-      if (first.has(key)) return void res.end("late but fine");
-      first.add(key);
-      // The first send of every operation never gets an answer in time.
-    });
+    const upstream = use(
+      await startUpstream((call, res) => {
+        const key = JSON.parse(call.body.toString()).invoiceNumber as string;
+        if (first.has(key)) return void res.end("late but fine");
+        first.add(key);
+        // The first send of every operation never gets an answer in time.
+      }),
+    );
     const r = await runStorm(
       options(`${upstream.url}/x`, { keys: 5, retries: 3, pattern: Pattern.Timeout, timeoutMs: 200 }),
     );
@@ -113,31 +109,35 @@ describe("storm counting", () => {
 
   it("backs off and retries on 503 until an answer is final", async () => {
     const calls = new Map<string, number>();
-    upstream = await startUpstream((call, res) => {
-      const key = JSON.parse(call.body.toString()).invoiceNumber as string;
-      const n = (calls.get(key) ?? 0) + 1;
-      calls.set(key, n);
-      res.writeHead(n < 3 ? 503 : 201);
-      res.end();
-    });
+    const upstream = use(
+      await startUpstream((call, res) => {
+        const key = JSON.parse(call.body.toString()).invoiceNumber as string;
+        const n = (calls.get(key) ?? 0) + 1;
+        calls.set(key, n);
+        res.writeHead(n < 3 ? 503 : 201);
+        res.end();
+      }),
+    );
     const r = await runStorm(options(`${upstream.url}/x`, { keys: 4, retries: 5, pattern: Pattern.Backoff }));
     expect(r.sends).toBe(12);
     expect(r.statuses).toEqual({ "201": 4, "503": 8 });
   });
 
   it("proves the gateway: no duplicates and identical answers through it", async () => {
-    backend = await startDemoBackend({ port: 0 });
-    gateway = await startTestGateway({
-      upstream: backend.url,
-      routes: [
-        {
-          name: "inv",
-          match: { path: "/invoices" },
-          key: { from: ["body:/invoiceNumber", "body:/transactionId"] },
-          scope: ["header:X-Tenant-Id"],
-        },
-      ],
-    });
+    const backend = use(await startDemoBackend({ port: 0 }));
+    const gateway = use(
+      await startTestGateway({
+        upstream: backend.url,
+        routes: [
+          {
+            name: "inv",
+            match: { path: "/invoices" },
+            key: { from: ["body:/invoiceNumber", "body:/transactionId"] },
+            scope: ["header:X-Tenant-Id"],
+          },
+        ],
+      }),
+    );
     const r = await runStorm(
       options(`${gateway.url}/invoices`, { retries: 9, statsUrl: `${backend.url}/stats` }),
     );
@@ -147,7 +147,7 @@ describe("storm counting", () => {
   });
 
   it("stops at the max duration with everything accounted for", async () => {
-    upstream = await startUpstream(() => {});
+    const upstream = use(await startUpstream(() => {}));
     const r = await runStorm(options(`${upstream.url}/x`, { keys: 1000, maxDurationMs: 300 }));
     expect(r.stoppedEarly).toBe(true);
     expect(r.operations).toBeLessThan(1000);
@@ -163,18 +163,20 @@ describe("storm counting", () => {
 
 describe("storm command", () => {
   it("prints both storms side by side and writes the JSON report", async () => {
-    backend = await startDemoBackend({ port: 0 });
-    gateway = await startTestGateway({
-      upstream: backend.url,
-      routes: [
-        {
-          name: "inv",
-          match: { path: "/invoices" },
-          key: { from: ["body:/invoiceNumber"] },
-          scope: ["header:X-Tenant-Id"],
-        },
-      ],
-    });
+    const backend = use(await startDemoBackend({ port: 0 }));
+    const gateway = use(
+      await startTestGateway({
+        upstream: backend.url,
+        routes: [
+          {
+            name: "inv",
+            match: { path: "/invoices" },
+            key: { from: ["body:/invoiceNumber"] },
+            scope: ["header:X-Tenant-Id"],
+          },
+        ],
+      }),
+    );
     const json = join(tmpdir(), `storm-${process.pid}.json`);
     const r = await runCli([
       "storm",

@@ -29,10 +29,8 @@ export interface RouteSettings {
   concurrent: "wait" | "reject";
   waitTimeoutMs: number;
   cache: (status: number) => boolean;
-  cacheList: readonly (string | number)[];
   /** Upstream statuses (not cached) after which the key becomes unknown instead of being released. */
   unknownOn: (status: number) => boolean;
-  unknownOnList: readonly (string | number)[];
   maxBodySize: number;
   /** The largest answer stored; a larger one reaches its caller only, and the key becomes unknown. */
   maxResponseSize: number;
@@ -158,8 +156,6 @@ export function mergeSettings(
   context: RouteContext,
 ): RouteSettings {
   const key = { ...defaults.key, ...route.key };
-  const cacheList = route.cache ?? defaults.cache;
-  const unknownOnList = route.unknownOn ?? defaults.unknownOn;
   const reconcile = route.reconcile ?? defaults.reconcile;
   const from = key.from ?? [];
   // On a route with a business key, a client's header is read only when the key block that gives
@@ -192,10 +188,8 @@ export function mergeSettings(
     lockTtlMs: route.lockTtl ?? defaults.lockTtl,
     concurrent: route.concurrent ?? defaults.concurrent,
     waitTimeoutMs: route.waitTimeout ?? defaults.waitTimeout ?? defaultWaitTimeout(callerTimeoutMs),
-    cache: cachePredicate(cacheList),
-    cacheList,
-    unknownOn: statusPredicate(unknownOnList),
-    unknownOnList,
+    cache: cachePredicate(route.cache ?? defaults.cache),
+    unknownOn: statusPredicate(route.unknownOn ?? defaults.unknownOn),
     maxBodySize: route.maxBodySize ?? defaults.maxBodySize,
     maxResponseSize: route.maxResponseSize ?? defaults.maxResponseSize,
     onUnknown: route.onUnknown ?? defaults.onUnknown,

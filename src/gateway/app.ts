@@ -267,7 +267,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
         headers: withOperationId(headers, route.settings.operationIdHeader, ev.storeKey),
         body: view.body,
       },
-      { maxBytes: route.settings.maxResponseSize, overflow: outgoing },
+      { maxBytes: route.settings.maxResponseSize, overflow: outgoing, requestId: ev.requestId },
     );
     const done = () => {
       ev.upstreamMs = (ev.upstreamMs ?? 0) + (performance.now() - started);

@@ -24,6 +24,8 @@ export interface BufferLimits {
   maxBytes?: number;
   /** Where an answer larger than that is streamed instead: the first caller's response. */
   overflow?: ServerResponse;
+  /** The X-Request-Id that an answer streamed to `overflow` carries. */
+  requestId?: string;
 }
 
 export interface OutboundRequest {
@@ -153,7 +155,10 @@ export class Upstream {
               return;
             }
             streaming = out;
-            out.writeHead(status, flatten(headers));
+            out.writeHead(
+              status,
+              flatten(limits.requestId ? withRequestId(headers, limits.requestId) : headers),
+            );
             for (const c of chunks) out.write(c);
             chunks = [];
           },

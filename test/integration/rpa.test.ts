@@ -124,12 +124,19 @@ describe("request ids", () => {
   it("every answer carries X-Request-Id: first answers, replays, errors and pass-through", async () => {
     const upstream = use(
       await startUpstream((call, res) => {
-        // A backend that echoes the id it was sent.
+        if (call.url !== "/pay") {
+          // Says nothing of request ids: whatever the caller gets, the gateway added.
+          res.end(call.url === "/big" ? "x".repeat(4096) : "ok");
+          return;
+        }
+        // A backend that echoes the id it was sent: a replay must not repeat the first one's.
         res.writeHead(201, { "x-request-id": String(call.headers["x-request-id"]) });
         res.end("created");
       }),
     );
-    const gateway = use(await startTestGateway({ upstream: upstream.url }));
+    const gateway = use(
+      await startTestGateway({ upstream: upstream.url, defaults: { maxResponseSize: "1kb" } }),
+    );
     const headers = (id: string) => ({ "idempotency-key": "k-rid", "x-request-id": id });
     const first = await send(`${gateway.url}/pay`, { headers: headers("robot-1"), body: "{}" });
     const replay = await send(`${gateway.url}/pay`, { headers: headers("robot-2"), body: "{}" });
@@ -140,6 +147,13 @@ describe("request ids", () => {
     expect(reused.status).toBe(422);
     expect(reused.headers["x-request-id"]).toBe("robot-3");
     expect(reused.json()).toMatchObject({ code: "KEY_REUSED", requestId: "robot-3" });
+    // An answer too large to store, streamed to its caller, carries it too.
+    const large = await send(`${gateway.url}/big`, {
+      headers: { "idempotency-key": "k-big", "x-request-id": "robot-4" },
+      body: "{}",
+    });
+    expect(large.body.byteLength).toBe(4096);
+    expect(large.headers["x-request-id"]).toBe("robot-4");
     const passed = await send(`${gateway.url}/status`, { method: "GET" });
     expect(passed.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
     expect(upstream.calls.at(-1)?.headers["x-request-id"]).toBe(passed.headers["x-request-id"]);

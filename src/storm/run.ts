@@ -77,13 +77,20 @@ export async function runStorm(opts: StormOptions): Promise<StormReport> {
     if (opts.keyHeader) headers["idempotency-key"] = key;
     const started = performance.now();
     sends++;
+    // A timer of our own, not AbortSignal.timeout: inside AbortSignal.any, Node 20 holds that
+    // signal weakly, and once garbage-collected it never fires, so a send would wait forever.
+    const timeout = new AbortController();
+    const timer = setTimeout(
+      () => timeout.abort(new DOMException("the client timeout was reached", "TimeoutError")),
+      opts.timeoutMs,
+    );
     try {
       const res = await request(opts.target, {
         dispatcher,
         method: opts.method as "POST",
         headers,
         body: opts.method === "GET" || opts.method === "HEAD" ? null : render(opts.body, { key, i, run }),
-        signal: AbortSignal.any([stop.signal, AbortSignal.timeout(opts.timeoutMs)]),
+        signal: AbortSignal.any([stop.signal, timeout.signal]),
       });
       const body = Buffer.from(await res.body.arrayBuffer());
       histogram.recordValue(Math.max(1, Math.round((performance.now() - started) * 1000)));
@@ -103,6 +110,8 @@ export async function runStorm(opts: StormOptions): Promise<StormReport> {
         name === "TimeoutError" || (err as { code?: string }).code === "UND_ERR_HEADERS_TIMEOUT";
       count(timedOut ? "timeout" : "error");
       return { timedOut };
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -1,6 +1,7 @@
-import { readFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { startDemoBackend } from "../../src/demo/index.js";
 import { DEFAULT_BODY, Pattern, render, runStorm, type StormOptions } from "../../src/storm/index.js";
@@ -199,6 +200,40 @@ describe("storm command", () => {
     expect(r.stderr).not.toContain("storm http"); // no progress bar when not on a terminal
     const reports = JSON.parse(await readFile(json, "utf8")) as { backend: { duplicates: number } }[];
     expect(reports.map((x) => x.backend.duplicates)).toEqual([0, 40]);
+  });
+
+  it("gives up on every send at --timeout while the garbage collector runs (Node 20 drops AbortSignal.timeout)", async () => {
+    const silent = use(await startUpstream(() => {})); // never answers
+    const dir = await mkdtemp(join(tmpdir(), "storm-gc-"));
+    use({ close: () => rm(dir, { recursive: true, force: true }) });
+    const preload = join(dir, "gc.mjs");
+    await writeFile(preload, "setInterval(() => globalThis.gc(), 2).unref();\n");
+    const json = join(dir, "report.json");
+    const r = await runCli(
+      [
+        "storm",
+        "--target",
+        `${silent.url}/x`,
+        "--keys",
+        "30",
+        "--retries",
+        "0",
+        "--pattern",
+        "timeout",
+        "--concurrency",
+        "30",
+        "--timeout",
+        "100ms",
+        "--max-duration",
+        "10s",
+        "--json",
+        json,
+      ],
+      { NODE_OPTIONS: `--expose-gc --import=${pathToFileURL(preload).href}` },
+    );
+    expect(r.stderr).toBe("");
+    const report = JSON.parse(await readFile(json, "utf8")) as { timeouts: number; stoppedEarly: boolean };
+    expect(report).toMatchObject({ timeouts: 30, stoppedEarly: false });
   });
 
   it("refuses a bad flag with one clear line", async () => {

@@ -1,5 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
-import type { AddressInfo, Server } from "node:net";
+import type { Server } from "node:net";
 import { type ServerType, serve } from "@hono/node-server";
 import { Hono, type MiddlewareHandler } from "hono";
 import { z } from "zod";
@@ -291,16 +291,11 @@ export async function startAdmin(
   port: number,
 ): Promise<{ url: string; server: ServerType }> {
   const app = createAdminApp(deps);
-  let ready!: (info: AddressInfo) => void;
-  const listened = new Promise<AddressInfo>((resolve) => {
-    ready = resolve;
-  });
-  const server = serve({ fetch: app.fetch, port, hostname: host }, ready);
+  const server = serve({ fetch: app.fetch, port, hostname: host });
   const info = await listening(
     server as Server,
     "admin.port, --admin-port or ADMIN_PORT (false turns it off)",
     `admin port ${port} on ${host}`,
-    listened,
   );
   return {
     url: `http://${info.family === "IPv6" ? `[${info.address}]` : info.address}:${info.port}`,

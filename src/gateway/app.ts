@@ -246,6 +246,16 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     return RESPONSE_ALREADY_SENT;
   }
 
+  /** Headers of a protected request's upstream calls (the request and its probe), operation id included. */
+  function protectedHeaders(incoming: IncomingMessage, route: CompiledRoute, ev: RequestEvent): string[] {
+    const headers = upstreamRequestHeaders(
+      incoming.rawHeaders,
+      clientInfo(incoming, trusted(incoming), ev.requestId),
+      true,
+    );
+    return withOperationId(headers, route.settings.operationIdHeader, ev.storeKey);
+  }
+
   /** A protected request's upstream call, timed for the request's event. */
   function forwardBuffered(
     incoming: IncomingMessage,
@@ -255,16 +265,11 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     ev: RequestEvent,
   ): Promise<StoredResponse> {
     const started = performance.now();
-    const headers = upstreamRequestHeaders(
-      incoming.rawHeaders,
-      clientInfo(incoming, trusted(incoming), ev.requestId),
-      true,
-    );
     const sent = upstream.sendBuffered(
       {
         method: incoming.method as string,
         path: forwardedTarget(view),
-        headers: withOperationId(headers, route.settings.operationIdHeader, ev.storeKey),
+        headers: protectedHeaders(incoming, route, ev),
         body: view.body,
       },
       { maxBytes: route.settings.maxResponseSize, overflow: outgoing, requestId: ev.requestId },
@@ -294,15 +299,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       if (isMissing(value)) return Promise.reject(new Error(`${part.text} is missing for the probe`));
       path += encodeURIComponent(typeof value === "string" ? value : JSON.stringify(value));
     }
-    const headers = withOperationId(
-      upstreamRequestHeaders(
-        incoming.rawHeaders,
-        clientInfo(incoming, trusted(incoming), ev.requestId),
-        true,
-      ),
-      route.settings.operationIdHeader,
-      ev.storeKey,
-    );
+    const headers = protectedHeaders(incoming, route, ev);
     const withoutBody: string[] = [];
     for (let i = 0; i < headers.length; i += 2) {
       if (!/^content-/i.test(headers[i] as string))

@@ -1,4 +1,4 @@
-import type { Server } from "node:net";
+import type { AddressInfo, Server } from "node:net";
 
 /** A listener could not be opened; the message names the setting that chooses its address. */
 export class ListenError extends Error {
@@ -21,21 +21,20 @@ export class ListenError extends Error {
 }
 
 /**
- * Resolves once `server` listens, or rejects with a ListenError naming `setting`: a port in use must
- * be one line on the command line, not an unhandled 'error' event and a stack trace.
+ * Resolves with the address once `server` listens, or rejects with a ListenError naming `setting`:
+ * a port in use must be one line on the command line, not an unhandled 'error' event and a stack.
  */
-export function listening<T>(
-  server: Server,
-  setting: string,
-  address: string,
-  ready: Promise<T>,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => reject(new ListenError(setting, address, err));
-    server.once("error", onError);
-    ready.then((value) => {
+export function listening(server: Server, setting: string, address: string): Promise<AddressInfo> {
+  return new Promise<AddressInfo>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      server.off("listening", onListening);
+      reject(new ListenError(setting, address, err));
+    };
+    const onListening = () => {
       server.off("error", onError);
-      resolve(value);
-    }, reject);
+      resolve(server.address() as AddressInfo);
+    };
+    server.once("error", onError);
+    server.once("listening", onListening);
   });
 }

@@ -138,29 +138,22 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   });
 
   const { listen } = config;
-  let ready!: (info: AddressInfo) => void;
-  const listened = new Promise<AddressInfo>((resolve) => {
-    ready = resolve;
-  });
-  const server = serve(
-    {
-      fetch: app.fetch,
-      port: listen.port,
-      hostname: listen.host,
-      serverOptions: {
-        headersTimeout: listen.headersTimeout,
-        requestTimeout: listen.requestTimeout,
-        keepAliveTimeout: listen.keepAliveTimeout,
-        maxHeaderSize: listen.maxHeaderSize,
-        // Node checks the two timeouts above on this period (30 s by default), so they would fire late.
-        connectionsCheckingInterval: Math.max(
-          100,
-          Math.min(1_000, listen.headersTimeout, listen.requestTimeout || 1_000),
-        ),
-      },
+  const server = serve({
+    fetch: app.fetch,
+    port: listen.port,
+    hostname: listen.host,
+    serverOptions: {
+      headersTimeout: listen.headersTimeout,
+      requestTimeout: listen.requestTimeout,
+      keepAliveTimeout: listen.keepAliveTimeout,
+      maxHeaderSize: listen.maxHeaderSize,
+      // Node checks the two timeouts above on this period (30 s by default), so they would fire late.
+      connectionsCheckingInterval: Math.max(
+        100,
+        Math.min(1_000, listen.headersTimeout, listen.requestTimeout || 1_000),
+      ),
     },
-    ready,
-  );
+  });
   server.maxConnections = listen.maxConnections;
   // With a listener, Node leaves 100-continue to us: a body that is too large is refused unsent.
   server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
@@ -174,7 +167,6 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       server as Server,
       "listen.port, --port or PORT",
       `port ${listen.port} on ${listen.host}`,
-      listened,
     );
   } catch (err) {
     if (admin) await new Promise<void>((resolve) => admin.server.close(() => resolve()));

@@ -88,6 +88,7 @@ async function load(file: string, flags: Overrides): Promise<Config> {
     upstream: flags.upstream ?? env.upstream,
     store: flags.store ?? env.store,
     redis: flags.redis ?? env.redis,
+    redisPassword: env.redisPassword,
     adminPort: flags.adminPort ?? env.adminPort,
     adminToken: env.adminToken,
     logLevel: env.logLevel,

@@ -265,17 +265,28 @@ export class StoreUnavailableError extends GatewayError {
 }
 
 /**
- * The memory store is at its bound and holds nothing it may evict: every record is in flight or of
- * unknown outcome. Not an outage: failMode: open does not forward past it.
+ * The store is at its bound: the memory store holds nothing it may evict (every record is in flight
+ * or of unknown outcome), or Redis is at maxmemory. Not an outage: failMode: open does not forward
+ * past it.
  */
 export class StoreFullError extends GatewayError {
-  constructor() {
-    super(
-      "STORE_FULL",
-      503,
-      "Idempotency store full",
-      "the store holds as many requests in flight as it may; retry later",
-    );
+  constructor(
+    detail = "the store holds as many requests in flight as it may; retry later",
+    options?: ErrorOptions,
+  ) {
+    super("STORE_FULL", 503, "Idempotency store full", detail, {}, options);
+    this.retryAfter(5);
+  }
+}
+
+/**
+ * The store answered, but refused: a server that became a read-only replica, an ACL that denies a
+ * command, a disk error that stops writes. Not an outage either: failMode: open does not forward
+ * past it, and /readyz reports it.
+ */
+export class StoreRefusedError extends GatewayError {
+  constructor(reason: string, options?: ErrorOptions) {
+    super("STORE_REFUSED", 503, "Idempotency store refused the request", reason, {}, options);
     this.retryAfter(5);
   }
 }

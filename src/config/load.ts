@@ -12,6 +12,7 @@ export interface Overrides {
   upstream?: string | undefined;
   store?: string | undefined;
   redis?: string | undefined;
+  redisPassword?: string | undefined;
   adminPort?: number | undefined;
   adminToken?: string | undefined;
   logLevel?: string | undefined;
@@ -35,6 +36,7 @@ export function envOverrides(env: NodeJS.ProcessEnv = process.env): Overrides {
     upstream: env.UPSTREAM_URL || undefined,
     store: env.STORE || undefined,
     redis: env.REDIS_URL || undefined,
+    redisPassword: env.REDIS_PASSWORD || undefined,
     adminPort: number(env.ADMIN_PORT),
     adminToken: env.ADMIN_TOKEN || undefined,
     logLevel: env.LOG_LEVEL || undefined,
@@ -55,6 +57,7 @@ function applyOverrides(raw: Raw, o: Overrides): void {
   if (o.upstream !== undefined) child(raw, "upstream").url = o.upstream;
   if (o.store !== undefined) child(raw, "store").kind = o.store;
   if (o.redis !== undefined) child(child(raw, "store"), "redis").url = o.redis;
+  if (o.redisPassword !== undefined) child(child(raw, "store"), "redis").password = o.redisPassword;
   if (o.adminPort !== undefined) child(raw, "admin").port = o.adminPort;
   if (o.adminToken !== undefined) child(raw, "admin").token = o.adminToken;
   if (o.logLevel !== undefined) child(raw, "log").level = o.logLevel;

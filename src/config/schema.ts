@@ -294,6 +294,79 @@ const routeSchema = z.strictObject({
 export type RouteInput = z.output<typeof routeSchema>;
 export type DefaultsInput = z.output<typeof defaultsSchema>;
 
+/** A node address: `host:port`, or a redis:// or rediss:// URL (only its host and port are used). */
+const redisNode = z
+  .string()
+  .refine((v) => /^(rediss?:\/\/)?[^\s/:]+:\d+\/?$|^(rediss?:\/\/)?\[[^\]]+\]:\d+\/?$/.test(v), {
+    message: "expected host:port (or redis://host:port)",
+  });
+
+const redisSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .refine((v) => /^rediss?:\/\//.test(v), "expected a redis:// or rediss:// URL")
+      .default("redis://127.0.0.1:6379")
+      .describe(
+        "A standalone server. rediss:// turns TLS on; redis://user:password@host:6379 logs in as an ACL user. " +
+          "Not used with cluster or sentinel. By default, redis://127.0.0.1:6379.",
+      ),
+    cluster: z
+      .array(redisNode)
+      .min(1)
+      .optional()
+      .describe("Seed nodes of a Redis Cluster; the others are discovered. Instead of url."),
+    sentinel: z
+      .strictObject({
+        nodes: z.array(redisNode).min(1).describe("The sentinels to ask for the current primary."),
+        name: z
+          .string()
+          .min(1)
+          .describe("The primary's name in the sentinels' config (sentinel monitor NAME ...)."),
+        username: z.string().optional().describe("ACL user on the sentinels, when they need one."),
+        password: z.string().optional().describe("Password on the sentinels, when they need one."),
+      })
+      .optional()
+      .describe("A primary managed by Redis Sentinel, followed across failovers. Instead of url."),
+    username: z.string().optional().describe("ACL user on the data nodes (or in url)."),
+    password: z
+      .string()
+      .optional()
+      .describe("Password on the data nodes (or in url); REDIS_PASSWORD overrides it."),
+    tls: z
+      .union([
+        z.boolean(),
+        z.strictObject({
+          ca: z.string().optional().describe("File with the CA certificate(s) to trust, PEM."),
+          cert: z.string().optional().describe("Client certificate file, PEM, for servers that ask for one."),
+          key: z.string().optional().describe("The client certificate's key file, PEM."),
+          servername: z.string().optional().describe("Name to check the server's certificate against."),
+        }),
+      ])
+      .optional()
+      .describe("TLS to every node (and sentinel); true uses the system's CAs. rediss:// in url implies it."),
+    prefix: z.string().default("idem:"),
+    replicas: z
+      .number()
+      .int()
+      .min(0)
+      .default(0)
+      .describe(
+        "Replicas that must hold a key's begin and its stored answer (WAIT) before the gateway forwards " +
+          "or answers, so that a failover loses neither. By default, 0: replication stays asynchronous.",
+      ),
+    replicaTimeout: duration
+      .prefault("500ms")
+      .describe(
+        "How long to wait for those replicas. A begin they do not confirm in time is given back and " +
+          "answered 503 STORE_UNAVAILABLE; an answer they do not confirm is sent anyway and counted. By default, 500ms.",
+      ),
+  })
+  .refine((r) => !(r.cluster && r.sentinel), {
+    message: "choose one of cluster and sentinel (or neither, for the standalone url)",
+  })
+  .prefault({});
+
 export const configSchema = z.strictObject({
   listen: z
     .strictObject({
@@ -342,12 +415,7 @@ export const configSchema = z.strictObject({
   store: z
     .strictObject({
       kind: z.enum(["memory", "redis"]).default("memory"),
-      redis: z
-        .strictObject({
-          url: z.string().default("redis://127.0.0.1:6379"),
-          prefix: z.string().default("idem:"),
-        })
-        .prefault({}),
+      redis: redisSchema,
       memory: z
         .strictObject({
           maxEntries: z

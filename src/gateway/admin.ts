@@ -144,20 +144,35 @@ async function parse<S extends z.ZodType>(req: Request, schema: S): Promise<z.ou
   return problem(400, "INVALID_ADMIN_REQUEST", "Invalid admin request", detail);
 }
 
+/**
+ * Whether the store answers, and what it refuses or risks: a Redis at maxmemory or turned replica
+ * answers PING, so a ping alone would keep /readyz green while every protected request fails.
+ */
+async function storeReadiness(store: IdempotencyStore) {
+  try {
+    await store.ping();
+  } catch (err) {
+    return { kind: store.kind, reachable: false, error: (err as Error).message, problems: [], warnings: [] };
+  }
+  const health = (await store.health?.().catch(() => undefined)) ?? { problems: [], warnings: [] };
+  return { kind: store.kind, reachable: true, ...health };
+}
+
 /** The operator's listener, apart from the proxied traffic. Health endpoints are open; the rest needs the token. */
 export function createAdminApp(deps: AdminDeps): Hono {
   const app = new Hono();
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.get("/readyz", async (c) => {
-    const [store, upstream] = await Promise.all([
-      deps.store.ping().then(
-        () => ({ kind: deps.store.kind, reachable: true }),
-        (err: Error) => ({ kind: deps.store.kind, reachable: false, error: err.message }),
-      ),
-      deps.upstreamReachable(),
-    ]);
-    const ready = store.reachable && upstream.reachable;
-    const status = ready ? "ready" : !store.reachable ? "store unreachable" : "upstream unreachable";
+    const [store, upstream] = await Promise.all([storeReadiness(deps.store), deps.upstreamReachable()]);
+    const storeOk = store.reachable && store.problems.length === 0;
+    const ready = storeOk && upstream.reachable;
+    const status = ready
+      ? "ready"
+      : !store.reachable
+        ? "store unreachable"
+        : !storeOk
+          ? "store refusing"
+          : "upstream unreachable";
     return c.json(
       { status, store, upstream, unprotectedForwards: deps.unprotectedForwards() },
       ready ? 200 : 503,

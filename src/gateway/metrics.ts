@@ -8,6 +8,7 @@ import type {
   LeaseTimes,
   StoredRecord,
   StoredResponse,
+  StoreHealth,
 } from "../store/index.js";
 import type { RequestEvent } from "./observe.js";
 
@@ -57,6 +58,12 @@ export class GatewayMetrics {
   readonly evictions = new Counter({
     name: `${PREFIX}store_evictions_total`,
     help: "Completed records the memory store evicted before their TTL to stay within its bounds (a retry of one executes again)",
+    registers: [this.registry],
+  });
+  readonly replicaShortfalls = new Counter({
+    name: `${PREFIX}store_replica_shortfalls_total`,
+    help: "Begins (refused) and answers (sent) that did not reach store.redis.replicas replicas in time",
+    labelNames: ["step"] as const,
     registers: [this.registry],
   });
   readonly unprotected = new Counter({
@@ -147,6 +154,9 @@ export class MeasuredStore implements IdempotencyStore {
   }
   ping(): Promise<void> {
     return this.timed("ping", () => this.inner.ping());
+  }
+  health(): Promise<StoreHealth> {
+    return this.inner.health?.() ?? Promise.resolve({ problems: [], warnings: [] });
   }
   purge(key: string): Promise<boolean> {
     return this.timed("purge", () => this.inner.purge(key));

@@ -67,7 +67,12 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     (await createStore(config.store, {
       attemptCapacity: config.audit.attempts,
       onEvict: () => metrics.evictions.inc(),
+      onShortfall: (step) => metrics.replicaShortfalls.inc({ step }),
     }));
+  // What the store's servers allow is said once at start (and on every /readyz).
+  const health = await store.health?.().catch(() => undefined);
+  for (const warning of health?.warnings ?? []) logger.warn(warning);
+  for (const problem of health?.problems ?? []) logger.error(problem);
   const measured = new MeasuredStore(store, metrics);
   const engine = new IdempotencyEngine(measured, {
     events: {

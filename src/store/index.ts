@@ -5,23 +5,31 @@ import type { IdempotencyStore } from "./types.js";
 export { MemoryStore, type MemoryStoreOptions } from "./memory.js";
 export * from "./types.js";
 
+export interface CreateStoreOptions {
+  attemptCapacity?: number;
+  onEvict?: () => void;
+  /** A begin or an answer that did not reach store.redis.replicas replicas in time. */
+  onShortfall?: (step: "begin" | "complete") => void;
+}
+
 /** The one way into a store. The Redis store is loaded only when asked for, so memory never pulls in ioredis. */
 export async function createStore(
   config: Config["store"],
-  options: { attemptCapacity?: number; onEvict?: () => void } = {},
+  options: CreateStoreOptions = {},
 ): Promise<IdempotencyStore> {
   if (config.kind === "memory") {
+    const { onShortfall: _replicasOnlyInRedis, ...memoryOptions } = options;
     return new MemoryStore({
-      ...options,
+      ...memoryOptions,
       maxEntries: config.memory.maxEntries,
       maxBytes: config.memory.maxBytes,
     });
   }
   const { RedisStore } = await import("./redis.js");
   const store = new RedisStore({
-    url: config.redis.url,
-    prefix: config.redis.prefix,
+    ...config.redis,
     attemptCapacity: options.attemptCapacity,
+    onShortfall: options.onShortfall,
   });
   // Not reachable yet is not fatal: requests get 503 (or pass, failMode: open) until it is.
   await store.connect();

@@ -1,5 +1,8 @@
-import { Redis } from "ioredis";
-import { StoreUnavailableError } from "../errors.js";
+import type { Cluster, Redis } from "ioredis";
+import { StoreFullError, StoreRefusedError, StoreUnavailableError } from "../errors.js";
+import { type CheckWanted, inspectPrimary } from "./redis-checks.js";
+import { connectRedis, type RedisClient, type RedisSettings, type Topology } from "./redis-connection.js";
+import { storeScripts } from "./redis-scripts.js";
 import {
   type AttemptEntry,
   type AttemptFilter,
@@ -10,10 +13,10 @@ import {
   RecordState,
   type StoredRecord,
   type StoredResponse,
+  type StoreHealth,
 } from "./types.js";
 
-export interface RedisStoreOptions {
-  url: string;
+export interface RedisStoreOptions extends Partial<RedisSettings> {
   prefix: string;
   /** How often a waiting duplicate re-reads the record in case a completion message was missed. */
   pollMs?: number;
@@ -21,195 +24,16 @@ export interface RedisStoreOptions {
   attemptCapacity?: number;
   /** Longest time one store command may take before the store counts as unavailable. */
   commandTimeoutMs?: number;
+  /** A begin or an answer that did not reach store.redis.replicas replicas in time. */
+  onShortfall?: (step: "begin" | "complete") => void;
 }
 
-const FIELDS = "'state', 'fp', 'created', 'expires', 'status', 'headers', 'body', 'recon', 'attempts'";
-
-/**
- * Shared by every script. KEYS[1] is the record (a hash), KEYS[2] the lease (a string holding the
- * owning attempt's token, expiring with the lease), KEYS[3] the settle marker (present while a request
- * sent under this key may still commit on the backend). One hash tag puts all three in one slot.
- * Times come from the server's TIME: one clock for every gateway, and no gateway's clock step can
- * expire or revive a lease.
- */
-const PRELUDE = `
-    local function now()
-      local t = redis.call('TIME')
-      return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    end
-    -- What the key holds at time t: 'free', 'expired' (unknown past its TTL: free, but reported),
-    -- 'released', 'unknown' (marked so, or in flight with no lease left), 'in_flight' or 'completed'.
-    local function classify(t)
-      local f = redis.call('HMGET', KEYS[1], 'state', 'expires')
-      local state = f[1]
-      if not state then return 'free' end
-      local unknown = state == 'unknown' or (state == 'in_flight' and redis.call('EXISTS', KEYS[2]) == 0)
-      if (tonumber(f[2]) or 0) <= t then
-        if unknown then return 'expired' end
-        return 'free'
-      end
-      if unknown then return 'unknown' end
-      return state
-    end
-    local function record(view, t)
-      local r = redis.call('HMGET', KEYS[1], ${FIELDS})
-      r[10] = view
-      r[11] = math.max(0, redis.call('PTTL', KEYS[3]))
-      r[12] = t
-      return r
-    end
-    -- Fencing, at the head of every script that ends an attempt: only the attempt whose token
-    -- (ARGV[1]) the in-flight record carries may write. One that is fenced out gives back a lease it
-    -- still holds (the record vanished under it) and wakes waiters, so that nothing is left hanging.
-    local function owned()
-      local cur = redis.call('HMGET', KEYS[1], 'token', 'state', 'expires')
-      -- A record past its TTL counts for no one, not even the attempt that wrote it.
-      if cur[1] == ARGV[1] and cur[2] == 'in_flight' and (tonumber(cur[3]) or 0) > now() then return true end
-      if redis.call('GET', KEYS[2]) == ARGV[1] then
-        redis.call('DEL', KEYS[2])
-        redis.call('PUBLISH', ARGV[2], 'fenced')
-      end
-      return false
-    end
-    local function dropLease()
-      if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-    end
-    -- An extension only ever lengthens the settle marker: no attempt may shorten another's settle time.
-    local function settleFor(ms)
-      if ms > 0 and redis.call('PTTL', KEYS[3]) < ms then redis.call('SET', KEYS[3], '1', 'PX', ms) end
-    end`;
-
-/**
- * One Lua script per atomic step (ioredis defineCommand sends EVALSHA). Records that must be reported
- * when they expire (in flight, unknown) are kept a TTL longer than they count ('expires' is the
- * logical end, PEXPIRE the physical one); completed and released ones go when they end.
- */
-const SCRIPTS = {
-  idemGet: `${PRELUDE}
-    local t = now()
-    local view = classify(t)
-    if view == 'free' or view == 'expired' then return {view} end
-    return record(view, t)`,
-  // The lease and the in-flight mark in one step, and all a replay costs. ARGV: token, fingerprint,
-  // leaseMs, ttlMs, settleMs, takeOverUnknown. Returns {took, settlesInMs}, or the record that is there.
-  idemBegin: `${PRELUDE}
-    local t = now()
-    local view = classify(t)
-    local took, settles = 'fresh', 0
-    if view == 'expired' then
-      took = 'expired'
-    elseif view == 'unknown' and ARGV[6] == '1' and redis.call('HGET', KEYS[1], 'fp') == ARGV[2] then
-      took, settles = 'unknown', math.max(0, redis.call('PTTL', KEYS[3]))
-    elseif view ~= 'free' and view ~= 'released' then
-      return record(view, t)
-    end
-    local lease, ttl, settle = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-    local attempts = redis.call('HGET', KEYS[1], 'attempts')
-    redis.call('DEL', KEYS[1])
-    redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fp', ARGV[2], 'created', t,
-      'expires', t + lease + ttl, 'took', took)
-    if attempts then redis.call('HSET', KEYS[1], 'attempts', attempts) end
-    redis.call('PEXPIRE', KEYS[1], lease + 2 * ttl)
-    redis.call('SET', KEYS[2], ARGV[1], 'PX', lease)
-    -- A take-over has sent nothing yet: the earlier request's settle time stands as it was.
-    if took ~= 'unknown' then
-      redis.call('DEL', KEYS[3])
-      if settle > 0 then redis.call('SET', KEYS[3], '1', 'PX', lease + settle) end
-    end
-    return {took, settles}`,
-  // ARGV: token, leaseMs, ttlMs, settleMs. A lease that ran out is not revived.
-  idemExtend: `${PRELUDE}
-    if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-    local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
-    if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end
-    local t = now()
-    local lease, ttl, settle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-    redis.call('PEXPIRE', KEYS[2], lease)
-    redis.call('HSET', KEYS[1], 'expires', t + lease + ttl)
-    redis.call('PEXPIRE', KEYS[1], lease + 2 * ttl)
-    if settle > 0 then settleFor(lease + settle) end
-    return 1`,
-  // ARGV: token, channel, status, headers, body, ttlMs, reconciled.
-  idemComplete: `${PRELUDE}
-    if not owned() then return 0 end
-    local ttl = tonumber(ARGV[6])
-    redis.call('HSET', KEYS[1], 'state', 'completed', 'status', ARGV[3], 'headers', ARGV[4], 'body', ARGV[5],
-      'expires', now() + ttl, 'recon', ARGV[7])
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    dropLease()
-    redis.call('DEL', KEYS[3])
-    redis.call('PUBLISH', ARGV[2], 'completed')
-    return 1`,
-  // ARGV: token, channel, ttlMs, settleMs (0: nothing was sent).
-  idemUnknown: `${PRELUDE}
-    if not owned() then return 0 end
-    local ttl = tonumber(ARGV[3])
-    redis.call('HSET', KEYS[1], 'state', 'unknown', 'expires', now() + ttl)
-    redis.call('PEXPIRE', KEYS[1], 2 * ttl)
-    dropLease()
-    -- Now it is known when the attempt stopped waiting: that, not the lease's end, starts the settle time.
-    -- (A later mark always ends later than any earlier one, so this never shortens another's.)
-    local settle = tonumber(ARGV[4])
-    if settle > 0 then redis.call('SET', KEYS[3], '1', 'PX', settle) end
-    redis.call('PUBLISH', ARGV[2], 'unknown')
-    return 1`,
-  // ARGV: token, channel, 'hold' | 'drop', status, headers, body, holdMs. Without an answer to hold,
-  // nothing was sent: a key taken over from 'unknown' goes back to it (the earlier request's outcome
-  // is as unknown as before, settle time and all); any other key is freed.
-  idemRelease: `${PRELUDE}
-    if not owned() then return 0 end
-    dropLease()
-    if ARGV[3] ~= 'hold' and redis.call('HGET', KEYS[1], 'took') == 'unknown' then
-      redis.call('HSET', KEYS[1], 'state', 'unknown', 'token', '')
-      redis.call('PUBLISH', ARGV[2], 'unknown')
-      return 1
-    end
-    redis.call('DEL', KEYS[3])
-    if ARGV[3] == 'hold' then
-      local hold = tonumber(ARGV[7])
-      redis.call('HSET', KEYS[1], 'state', 'released', 'status', ARGV[4], 'headers', ARGV[5], 'body', ARGV[6],
-        'expires', now() + hold, 'recon', '0')
-      redis.call('PEXPIRE', KEYS[1], hold)
-    else
-      redis.call('DEL', KEYS[1])
-    end
-    redis.call('PUBLISH', ARGV[2], 'released')
-    return 1`,
-  // Operator resolution of an unknown key. ARGV: 'store' | 'release', channel, status, headers, body, ttlMs.
-  idemResolve: `${PRELUDE}
-    local t = now()
-    if classify(t) ~= 'unknown' then return 0 end
-    if ARGV[1] == 'store' then
-      local ttl = tonumber(ARGV[6])
-      redis.call('HSET', KEYS[1], 'state', 'completed', 'token', '', 'status', ARGV[3], 'headers', ARGV[4],
-        'body', ARGV[5], 'expires', t + ttl, 'recon', '0')
-      redis.call('PEXPIRE', KEYS[1], ttl)
-    else
-      redis.call('DEL', KEYS[1])
-    end
-    redis.call('DEL', KEYS[2], KEYS[3])
-    redis.call('PUBLISH', ARGV[2], 'resolved')
-    return 1`,
-  // The attempt log, one batch per call: KEYS[1] is the capped stream, KEYS[i + 1] the record of
-  // entry i (or the stream again when the entry has no key). Counts land only on existing records.
-  idemAttempts: `
-    for i = 2, #ARGV do
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
-      local rec = KEYS[i]
-      if rec ~= KEYS[1] and redis.call('EXISTS', rec) == 1 then redis.call('HINCRBY', rec, 'attempts', 1) end
-    end
-    return #ARGV - 1`,
-  // ARGV: channel.
-  idemPurge: `
-    local n = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-    redis.call('PUBLISH', ARGV[1], 'purged')
-    return n`,
-} as const;
-
+type Scripts = ReturnType<typeof storeScripts>;
 type Reply = (Buffer | null)[] | number | null;
 type ScriptCommands = {
-  [name in `${keyof typeof SCRIPTS}Buffer`]: (...args: (string | Buffer | number)[]) => Promise<Reply>;
+  [name in `${keyof Scripts}Buffer`]: (...args: (string | Buffer | number)[]) => Promise<Reply>;
 };
+type Client = RedisClient & ScriptCommands;
 
 interface WaitGroup {
   waiters: Set<(record: StoredRecord | undefined) => void>;
@@ -217,48 +41,87 @@ interface WaitGroup {
   poll: NodeJS.Timeout;
 }
 
+/** The attempt log on a cluster: this many streams, on as many hash tags, instead of one hot key. */
+const ATTEMPT_SHARDS = 8;
+/** How long a refused write keeps /readyz red unless a later write succeeds. */
+const REFUSAL_SHOWN_MS = 30_000;
+
+/**
+ * Redis replies that mean the store is not there (or not yet, or moving): an outage, which
+ * failMode: open may forward past. Every other error reply is the server refusing.
+ */
+const OUTAGE_REPLY = /^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|BUSY|MOVED|ASK)\b/;
+
 /**
  * The shared store: records in Redis hashes (bodies as raw bytes), the per-key lease a key that
- * expires on the server, completion announced on a pub/sub channel per key. Key names hold only the
- * engine's hash of the key material, never a client string.
+ * expires on the server, completion announced on a pub/sub channel per key (sharded on a cluster).
+ * Key names hold only the engine's hash of the key material, never a client string.
  *
  * A first attempt costs two round trips (begin, which also answers the read; and the write that
- * ends it), a replay one. Extensions run beside the upstream call.
+ * ends it), a replay one. With store.redis.replicas, begin and complete each carry a WAIT in the
+ * same write. Extensions run beside the upstream call.
  */
 export class RedisStore implements IdempotencyStore {
   readonly kind = "redis";
-  private readonly redis: Redis & ScriptCommands;
-  private readonly sub: Redis;
+  readonly topology: Topology;
+  /** Where the store connects, without credentials. */
+  readonly where: string;
+  private readonly redis: Client;
+  private readonly sub: RedisClient;
   private readonly groups = new Map<string, WaitGroup>();
   private readonly pollMs: number;
+  private readonly scripts: Scripts;
+  private readonly replicas: number;
+  private readonly replicaTimeoutMs: number;
+  private refusal: { message: string; at: number } | undefined;
 
   constructor(private readonly options: RedisStoreOptions) {
     this.pollMs = options.pollMs ?? 1_000;
-    const common = {
-      // Fail fast instead of queueing while disconnected: a request must get 503, not hang.
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      commandTimeout: options.commandTimeoutMs ?? 2_000,
-      connectTimeout: 2_000,
-      retryStrategy: (times: number) => Math.min(50 * 2 ** times, 1_000),
+    this.replicas = options.replicas ?? 0;
+    this.replicaTimeoutMs = options.replicaTimeout ?? 500;
+    const settings: RedisSettings = {
+      url: "redis://127.0.0.1:6379",
+      ...options,
+      replicas: this.replicas,
+      replicaTimeout: this.replicaTimeoutMs,
     };
-    // Auto-pipelining sends the commands of concurrent requests issued in one tick in one write.
-    this.redis = new Redis(options.url, { ...common, enableAutoPipelining: true }) as Redis & ScriptCommands;
-    this.sub = new Redis(options.url, { ...common, enableOfflineQueue: true, commandTimeout: undefined });
+    const base = options.commandTimeoutMs ?? 2_000;
+    const conns = connectRedis(settings, {
+      // A WAIT rides with the command it confirms: give it its time on top.
+      commandTimeoutMs: this.replicas > 0 ? base + this.replicaTimeoutMs : base,
+      connectTimeoutMs: 2_000,
+    });
+    this.topology = conns.topology;
+    this.where = conns.where;
+    this.redis = conns.commands as Client;
+    this.sub = conns.subscriber;
     this.redis.on("error", () => {});
     this.sub.on("error", () => {});
-    for (const [name, lua] of Object.entries(SCRIPTS)) {
+    this.scripts = storeScripts(this.topology === "cluster" ? "SPUBLISH" : "PUBLISH");
+    for (const [name, lua] of Object.entries(this.scripts)) {
       // The attempt-log script takes one key per entry, so its key count is given per call.
-      this.redis.defineCommand(name, name === "idemAttempts" ? { lua } : { numberOfKeys: 3, lua });
+      const numberOfKeys = name === "idemAttempts" ? undefined : name === "idemCount" ? 1 : 3;
+      this.redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
     }
-    this.sub.on("message", (channel: string) => {
-      const group = this.groups.get(channel);
-      if (group) this.check(channel, group);
-    });
+    const onMessage = (channel: string | Buffer) => {
+      const group = this.groups.get(String(channel));
+      if (group) this.check(String(channel), group);
+    };
+    this.sub.on(this.topology === "cluster" ? "smessage" : "message", onMessage);
     // Load the scripts once per connection so that every call is a single EVALSHA round trip.
     this.redis.on("ready", () => {
-      for (const lua of Object.values(SCRIPTS)) this.redis.script("LOAD", lua).catch(() => {});
+      this.loadScripts().catch(() => {});
     });
+  }
+
+  private primaries(): Redis[] {
+    return this.topology === "cluster" ? (this.redis as Cluster).nodes("master") : [this.redis as Redis];
+  }
+
+  private async loadScripts(): Promise<void> {
+    await Promise.all(
+      this.primaries().flatMap((node) => Object.values(this.scripts).map((lua) => node.script("LOAD", lua))),
+    );
   }
 
   /** Resolves once connected, or after `timeoutMs` (the gateway starts anyway and answers 503 until then). */
@@ -282,12 +145,57 @@ export class RedisStore implements IdempotencyStore {
     return `${this.options.prefix}{${key}}:done`;
   }
 
+  /**
+   * One store step. An error reply is sorted: an outage (no connection, timeout, a cluster between
+   * owners) is StoreUnavailableError; a full server StoreFullError; any other refusal
+   * StoreRefusedError, kept for /readyz. A script cache that lost our scripts is reloaded and the step
+   * sent once more: NOSCRIPT means it did not run.
+   */
   private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
-      return await fn();
+      try {
+        return await fn();
+      } catch (err) {
+        if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
+        await this.loadScripts();
+        return await fn();
+      }
     } catch (err) {
-      throw new StoreUnavailableError(`${what}: ${(err as Error).message}`, { cause: err });
+      const message = err instanceof Error ? err.message : String(err);
+      const isReply = err instanceof Error && err.name === "ReplyError";
+      if (!isReply || OUTAGE_REPLY.test(message)) {
+        throw new StoreUnavailableError(`${what}: ${message}`, { cause: err });
+      }
+      this.refusal = { message: `${what}: ${message}`, at: Date.now() };
+      if (message.startsWith("OOM")) {
+        throw new StoreFullError(`the Redis server is at maxmemory and refuses new keys (OOM); retry later`, {
+          cause: err,
+        });
+      }
+      const why = message.startsWith("READONLY")
+        ? `${what}: the Redis server is a read-only replica (READONLY); point store.redis at the primary`
+        : `${what}: ${message}`;
+      throw new StoreRefusedError(why, { cause: err });
     }
+  }
+
+  /** Sends a step and, with store.redis.replicas, a WAIT behind it in the same write. */
+  private async replicated(
+    what: string,
+    step: (target: ScriptCommands) => Promise<Reply>,
+  ): Promise<{ reply: Reply; acked: number }> {
+    if (this.replicas === 0) return { reply: await this.call(what, () => step(this.redis)), acked: 0 };
+    return this.call(what, async () => {
+      // A pipeline goes to the node that owns its keys; WAIT, which has none, goes along with them.
+      const pipeline = this.redis.pipeline();
+      step(pipeline as unknown as ScriptCommands);
+      pipeline.wait(this.replicas, this.replicaTimeoutMs);
+      const results = (await pipeline.exec()) ?? [];
+      const [stepResult, waitResult] = results;
+      if (stepResult?.[0]) throw stepResult[0];
+      if (waitResult?.[0]) throw waitResult[0];
+      return { reply: stepResult?.[1] as Reply, acked: Number(waitResult?.[1] ?? 0) };
+    });
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {
@@ -296,8 +204,8 @@ export class RedisStore implements IdempotencyStore {
   }
 
   async begin(key: string, lease: Lease): Promise<BeginResult> {
-    const reply = await this.call("begin", () =>
-      this.redis.idemBeginBuffer(
+    const { reply, acked } = await this.replicated("begin", (r) =>
+      r.idemBeginBuffer(
         ...this.keys(key),
         lease.token,
         lease.fingerprint,
@@ -309,6 +217,14 @@ export class RedisStore implements IdempotencyStore {
     );
     if (Array.isArray(reply) && reply.length === 2) {
       const took = String(reply[0]) as "fresh" | "unknown" | "expired";
+      if (acked < this.replicas) {
+        // A failover now could lose this begin and let a retry in: give the key back, forward nothing.
+        this.options.onShortfall?.("begin");
+        await this.release(key, lease.token).catch(() => false);
+        throw new StoreUnavailableError(
+          `begin reached ${acked} of ${this.replicas} replica(s) within ${this.replicaTimeoutMs} ms (store.redis.replicas)`,
+        );
+      }
       return { acquired: true, took, settlesInMs: Number(reply[1]) };
     }
     const record = decode(reply);
@@ -324,8 +240,8 @@ export class RedisStore implements IdempotencyStore {
   }
 
   async complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean> {
-    const reply = await this.call("complete", () =>
-      this.redis.idemCompleteBuffer(
+    const { reply, acked } = await this.replicated("complete", (r) =>
+      r.idemCompleteBuffer(
         ...this.keys(key),
         token,
         this.channel(key),
@@ -336,6 +252,9 @@ export class RedisStore implements IdempotencyStore {
         response.reconciled ? "1" : "0",
       ),
     );
+    // The answer was made upstream and is stored on the primary: the caller gets it either way.
+    if (reply === 1 && acked < this.replicas) this.options.onShortfall?.("complete");
+    if (reply === 1) this.refusal = undefined;
     return reply === 1;
   }
 
@@ -378,36 +297,51 @@ export class RedisStore implements IdempotencyStore {
     return reply === 1;
   }
 
-  /** The attempt log's stream: one per prefix, outside any key's hash tag. */
-  private attemptsKey(): string {
-    return `${this.options.prefix}attempts`;
+  /** The attempt log's streams: one per prefix, outside any key's hash tag; on a cluster, several. */
+  private attemptStreams(): string[] {
+    if (this.topology !== "cluster") return [`${this.options.prefix}attempts`];
+    return Array.from({ length: ATTEMPT_SHARDS }, (_, i) => `${this.options.prefix}attempts{${i}}`);
   }
+  private nextShard = 0;
 
   async appendAttempts(entries: readonly AttemptEntry[]): Promise<void> {
     const cap = this.options.attemptCapacity ?? 10_000;
     if (entries.length === 0 || cap === 0) return;
-    const stream = this.attemptsKey();
-    const keys = entries.map((e) => (e.storeKey === undefined ? stream : this.keys(e.storeKey)[0]));
+    const streams = this.attemptStreams();
+    const lines = entries.map((e) => JSON.stringify(e));
+    if (streams.length === 1) {
+      const stream = streams[0] as string;
+      const keys = entries.map((e) => (e.storeKey === undefined ? stream : this.keys(e.storeKey)[0]));
+      await this.call("attempt log", () =>
+        this.redis.idemAttemptsBuffer(1 + keys.length, stream, ...keys, cap, ...lines),
+      );
+      return;
+    }
+    // A script runs in one slot: the batch goes to one stream (the next, in turn), each count to its record.
+    const stream = streams[this.nextShard++ % streams.length] as string;
+    const shardCap = Math.max(1, Math.ceil(cap / streams.length));
     await this.call("attempt log", () =>
-      this.redis.idemAttemptsBuffer(
-        1 + keys.length,
-        stream,
-        ...keys,
-        cap,
-        ...entries.map((e) => JSON.stringify(e)),
-      ),
+      Promise.all([
+        this.redis.idemAttemptsBuffer(1, stream, shardCap, ...lines),
+        ...entries.flatMap((e) =>
+          e.storeKey === undefined ? [] : [this.redis.idemCountBuffer(this.keys(e.storeKey)[0])],
+        ),
+      ]),
     );
   }
 
   async recentAttempts(filter: AttemptFilter): Promise<AttemptEntry[]> {
     const cap = this.options.attemptCapacity ?? 10_000;
-    const rows = await this.call("attempt log", () =>
-      this.redis.xrevrange(this.attemptsKey(), "+", "-", "COUNT", Math.max(1, Math.min(cap, 100_000))),
+    const streams = this.attemptStreams();
+    const count = Math.max(1, Math.min(Math.ceil(cap / streams.length), 100_000));
+    const shards = await this.call("attempt log", () =>
+      Promise.all(streams.map((stream) => this.redis.xrevrange(stream, "+", "-", "COUNT", count))),
     );
+    const all = shards.flat().map(([, fields]) => JSON.parse(String(fields[1])) as AttemptEntry);
+    if (streams.length > 1) all.sort((a, b) => b.time - a.time);
     const out: AttemptEntry[] = [];
-    for (const [, fields] of rows) {
+    for (const entry of all) {
       if (out.length >= filter.limit) break;
-      const entry = JSON.parse(String(fields[1])) as AttemptEntry;
       if (filter.route !== undefined && entry.route !== filter.route) continue;
       if (filter.outcome !== undefined && entry.outcome !== filter.outcome) continue;
       if (filter.storeKey !== undefined && entry.storeKey !== filter.storeKey) continue;
@@ -418,6 +352,24 @@ export class RedisStore implements IdempotencyStore {
 
   async ping(): Promise<void> {
     await this.call("ping", () => this.redis.ping());
+  }
+
+  /**
+   * What the primaries allow (persistence, eviction, memory, role, replicas), and a write refused in
+   * the last moments that no write since has made good.
+   */
+  async health(): Promise<StoreHealth> {
+    const wanted: CheckWanted = { replicas: this.replicas, expectPrimary: this.topology !== "cluster" };
+    const reports = await Promise.all(
+      this.primaries().map((node) =>
+        inspectPrimary(node, `${node.options.host}:${node.options.port}`, wanted),
+      ),
+    );
+    const problems = reports.flatMap((r) => r.problems);
+    const warnings = reports.flatMap((r) => r.warnings);
+    const refusal = this.refusal;
+    if (refusal && Date.now() - refusal.at < REFUSAL_SHOWN_MS) problems.push(`refused: ${refusal.message}`);
+    return { problems, warnings };
   }
 
   async purge(key: string): Promise<boolean> {
@@ -439,7 +391,7 @@ export class RedisStore implements IdempotencyStore {
     if (!group) {
       const created: WaitGroup = {
         waiters: new Set(),
-        ready: this.sub.subscribe(channel).catch(() => {}),
+        ready: this.subscribe(channel).catch(() => {}),
         poll: setInterval(() => this.check(channel, created), this.pollMs),
       };
       created.poll.unref();
@@ -484,7 +436,15 @@ export class RedisStore implements IdempotencyStore {
     if (group.waiters.size > 0 || this.groups.get(channel) !== group) return;
     clearInterval(group.poll);
     this.groups.delete(channel);
-    this.sub.unsubscribe(channel).catch(() => {});
+    this.unsubscribe(channel).catch(() => {});
+  }
+
+  // A cluster's messages stay in the shard that owns the key's slot.
+  private subscribe(channel: string): Promise<unknown> {
+    return this.topology === "cluster" ? this.sub.ssubscribe(channel) : this.sub.subscribe(channel);
+  }
+  private unsubscribe(channel: string): Promise<unknown> {
+    return this.topology === "cluster" ? this.sub.sunsubscribe(channel) : this.sub.unsubscribe(channel);
   }
 
   async close(): Promise<void> {

@@ -59,6 +59,12 @@ export interface AttemptEntry {
   payload?: string | undefined;
 }
 
+/** What a look at the store found: problems stop protected requests; warnings put them at risk. */
+export interface StoreHealth {
+  problems: string[];
+  warnings: string[];
+}
+
 export interface AttemptFilter {
   route?: string | undefined;
   outcome?: string | undefined;
@@ -130,6 +136,8 @@ export interface IdempotencyStore {
   waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined>;
   /** Resolves when the store answers; rejects with StoreUnavailableError when it does not. */
   ping(): Promise<void>;
+  /** What the store's servers allow and refuse, for /readyz and the checks at start (Redis). */
+  health?(): Promise<StoreHealth>;
   /**
    * Operator action on an `unknown` key: store the given response as its outcome, or (null) free
    * the key. Does nothing and returns false unless the key is unknown.

@@ -1,0 +1,129 @@
+import { readFileSync } from "node:fs";
+import type { ConnectionOptions } from "node:tls";
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
+import type { Config } from "../config/index.js";
+
+export type RedisSettings = Config["store"]["redis"];
+/** Either topology's client: both run the same commands and scripts. */
+export type RedisClient = Redis | Cluster;
+export type Topology = "standalone" | "cluster" | "sentinel";
+
+export interface RedisConnections {
+  topology: Topology;
+  /** Requests' commands and scripts, auto-pipelined. */
+  commands: RedisClient;
+  /** Waiters' subscriptions; on a cluster, sharded (SSUBSCRIBE to the node that owns the key's slot). */
+  subscriber: RedisClient;
+  /** Where the connection goes, without credentials: for logs and /readyz. */
+  where: string;
+}
+
+/** How long one command may take, and how a client retries; the same for every topology. */
+export interface ClientTiming {
+  commandTimeoutMs: number;
+  connectTimeoutMs: number;
+}
+
+interface Address {
+  host: string;
+  port: number;
+}
+
+function address(node: string): Address {
+  const url = new URL(/^rediss?:\/\//.test(node) ? node : `redis://${node}`);
+  return { host: url.hostname.replace(/^\[|\]$/g, ""), port: Number(url.port || 6379) };
+}
+
+function tlsOptions(settings: RedisSettings, fromUrl: boolean): ConnectionOptions | undefined {
+  const tls = settings.tls;
+  if (tls === false || (tls === undefined && !fromUrl)) return undefined;
+  if (tls === true || tls === undefined) return {};
+  const file = (path: string | undefined) => (path === undefined ? undefined : readFileSync(path));
+  return {
+    ...(tls.ca !== undefined ? { ca: file(tls.ca) } : {}),
+    ...(tls.cert !== undefined ? { cert: file(tls.cert) } : {}),
+    ...(tls.key !== undefined ? { key: file(tls.key) } : {}),
+    ...(tls.servername !== undefined ? { servername: tls.servername } : {}),
+  };
+}
+
+/**
+ * The ioredis clients for the configured topology. ioredis does the topology work itself: slot
+ * routing and MOVED/ASK on a cluster, asking the sentinels for the primary (again after a failover).
+ */
+export function connectRedis(settings: RedisSettings, timing: ClientTiming): RedisConnections {
+  const url = new URL(settings.url);
+  const viaUrl = settings.cluster === undefined && settings.sentinel === undefined;
+  const tls = tlsOptions(settings, viaUrl && url.protocol === "rediss:");
+  const username =
+    settings.username ?? (viaUrl && url.username ? decodeURIComponent(url.username) : undefined);
+  const password =
+    settings.password ?? (viaUrl && url.password ? decodeURIComponent(url.password) : undefined);
+  const base: RedisOptions = {
+    ...(username !== undefined ? { username } : {}),
+    ...(password !== undefined ? { password } : {}),
+    ...(tls ? { tls } : {}),
+    // Fail fast instead of queueing while disconnected: a request must get 503, not hang.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: timing.commandTimeoutMs,
+    connectTimeout: timing.connectTimeoutMs,
+    retryStrategy: (times: number) => Math.min(50 * 2 ** times, 1_000),
+  };
+  // Subscriptions are made before the store is up and kept across reconnects.
+  const subscriberBase: RedisOptions = { ...base, enableOfflineQueue: true, commandTimeout: undefined };
+
+  if (settings.cluster) {
+    const nodes = settings.cluster.map(address);
+    const cluster = (redisOptions: RedisOptions, extra: ClusterOptions) =>
+      new Cluster(nodes, {
+        redisOptions,
+        enableOfflineQueue: redisOptions.enableOfflineQueue ?? false,
+        // A failover's MOVED and CLUSTERDOWN are retried inside ioredis for this long, not answered 503.
+        retryDelayOnFailover: 100,
+        retryDelayOnClusterDown: 100,
+        clusterRetryStrategy: (times: number) => Math.min(50 * 2 ** times, 1_000),
+        slotsRefreshTimeout: timing.connectTimeoutMs,
+        ...extra,
+      });
+    return {
+      topology: "cluster",
+      commands: cluster(base, { enableAutoPipelining: true }),
+      subscriber: cluster(subscriberBase, { shardedSubscribers: true }),
+      where: `cluster ${settings.cluster.map((n) => `${address(n).host}:${address(n).port}`).join(",")}`,
+    };
+  }
+
+  if (settings.sentinel) {
+    const sentinel = settings.sentinel;
+    const sentinelOptions: RedisOptions = {
+      sentinels: sentinel.nodes.map(address),
+      name: sentinel.name,
+      ...(sentinel.username !== undefined ? { sentinelUsername: sentinel.username } : {}),
+      ...(sentinel.password !== undefined ? { sentinelPassword: sentinel.password } : {}),
+      ...(tls ? { enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+      // Follow +switch-master at once rather than at the next failed command.
+      failoverDetector: true,
+      // A primary demoted under us answers READONLY: reconnect (the sentinels name the new one) and resend.
+      // Safe: a write refused as READONLY changed nothing.
+      reconnectOnError: (err: Error) => (err.message.startsWith("READONLY") ? 2 : false),
+    };
+    return {
+      topology: "sentinel",
+      commands: new Redis({ ...base, ...sentinelOptions, enableAutoPipelining: true }),
+      subscriber: new Redis({ ...subscriberBase, ...sentinelOptions }),
+      where: `sentinel ${sentinel.name} via ${sentinel.nodes.map((n) => `${address(n).host}:${address(n).port}`).join(",")}`,
+    };
+  }
+
+  const at: RedisOptions = {
+    ...address(settings.url),
+    ...(url.pathname.length > 1 ? { db: Number(url.pathname.slice(1)) } : {}),
+  };
+  return {
+    topology: "standalone",
+    commands: new Redis({ ...base, ...at, enableAutoPipelining: true }),
+    subscriber: new Redis({ ...subscriberBase, ...at }),
+    where: `${url.protocol}//${at.host}:${at.port}`,
+  };
+}

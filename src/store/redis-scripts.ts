@@ -1,0 +1,219 @@
+/**
+ * The Redis store's Lua scripts, one per atomic step. Every script touches the keys of one stored key
+ * only (record, lease, settle marker, all under one hash tag), so each runs in one cluster slot; the
+ * completion message goes out on that key's channel, which shares the tag: PUBLISH on one server,
+ * SPUBLISH (sharded, delivered only within the slot's shard) on a cluster.
+ */
+export type Publish = "PUBLISH" | "SPUBLISH";
+
+export const FIELDS = "'state', 'fp', 'created', 'expires', 'status', 'headers', 'body', 'recon', 'attempts'";
+
+/**
+ * Shared by every script. KEYS[1] is the record (a hash), KEYS[2] the lease (a string holding the
+ * owning attempt's token, expiring with the lease), KEYS[3] the settle marker (present while a request
+ * sent under this key may still commit on the backend). One hash tag puts all three in one slot.
+ * Times come from the server's TIME: one clock for every gateway, and no gateway's clock step can
+ * expire or revive a lease.
+ */
+function prelude(publish: Publish): string {
+  return `
+    local function now()
+      local t = redis.call('TIME')
+      return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    end
+    -- What the key holds at time t: 'free', 'expired' (unknown past its TTL: free, but reported),
+    -- 'released', 'unknown' (marked so, or in flight with no lease left), 'in_flight' or 'completed'.
+    local function classify(t)
+      local f = redis.call('HMGET', KEYS[1], 'state', 'expires')
+      local state = f[1]
+      if not state then return 'free' end
+      local unknown = state == 'unknown' or (state == 'in_flight' and redis.call('EXISTS', KEYS[2]) == 0)
+      if (tonumber(f[2]) or 0) <= t then
+        if unknown then return 'expired' end
+        return 'free'
+      end
+      if unknown then return 'unknown' end
+      return state
+    end
+    local function record(view, t)
+      local r = redis.call('HMGET', KEYS[1], ${FIELDS})
+      r[10] = view
+      r[11] = math.max(0, redis.call('PTTL', KEYS[3]))
+      r[12] = t
+      return r
+    end
+    -- Fencing, at the head of every script that ends an attempt: only the attempt whose token
+    -- (ARGV[1]) the in-flight record carries may write. One that is fenced out gives back a lease it
+    -- still holds (the record vanished under it) and wakes waiters, so that nothing is left hanging.
+    local function owned()
+      local cur = redis.call('HMGET', KEYS[1], 'token', 'state', 'expires')
+      -- A record past its TTL counts for no one, not even the attempt that wrote it.
+      if cur[1] == ARGV[1] and cur[2] == 'in_flight' and (tonumber(cur[3]) or 0) > now() then return true end
+      if redis.call('GET', KEYS[2]) == ARGV[1] then
+        redis.call('DEL', KEYS[2])
+        redis.call('${publish}', ARGV[2], 'fenced')
+      end
+      return false
+    end
+    local function dropLease()
+      if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+    end
+    -- An extension only ever lengthens the settle marker: no attempt may shorten another's settle time.
+    local function settleFor(ms)
+      if ms > 0 and redis.call('PTTL', KEYS[3]) < ms then redis.call('SET', KEYS[3], '1', 'PX', ms) end
+    end`;
+}
+
+/**
+ * One Lua script per atomic step (ioredis defineCommand sends EVALSHA). Records that must be reported
+ * when they expire (in flight, unknown) are kept a TTL longer than they count ('expires' is the
+ * logical end, PEXPIRE the physical one); completed and released ones go when they end.
+ */
+export function storeScripts(publish: Publish) {
+  const PRELUDE = prelude(publish);
+  return withFlags({
+    idemGet: `${PRELUDE}
+    local t = now()
+    local view = classify(t)
+    if view == 'free' or view == 'expired' then return {view} end
+    return record(view, t)`,
+    // The lease and the in-flight mark in one step, and all a replay costs. ARGV: token, fingerprint,
+    // leaseMs, ttlMs, settleMs, takeOverUnknown. Returns {took, settlesInMs}, or the record that is there.
+    idemBegin: `${PRELUDE}
+    local t = now()
+    local view = classify(t)
+    local took, settles = 'fresh', 0
+    if view == 'expired' then
+      took = 'expired'
+    elseif view == 'unknown' and ARGV[6] == '1' and redis.call('HGET', KEYS[1], 'fp') == ARGV[2] then
+      took, settles = 'unknown', math.max(0, redis.call('PTTL', KEYS[3]))
+    elseif view ~= 'free' and view ~= 'released' then
+      return record(view, t)
+    end
+    local lease, ttl, settle = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+    local attempts = redis.call('HGET', KEYS[1], 'attempts')
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fp', ARGV[2], 'created', t,
+      'expires', t + lease + ttl, 'took', took)
+    if attempts then redis.call('HSET', KEYS[1], 'attempts', attempts) end
+    redis.call('PEXPIRE', KEYS[1], lease + 2 * ttl)
+    redis.call('SET', KEYS[2], ARGV[1], 'PX', lease)
+    -- A take-over has sent nothing yet: the earlier request's settle time stands as it was.
+    if took ~= 'unknown' then
+      redis.call('DEL', KEYS[3])
+      if settle > 0 then redis.call('SET', KEYS[3], '1', 'PX', lease + settle) end
+    end
+    return {took, settles}`,
+    // ARGV: token, leaseMs, ttlMs, settleMs. A lease that ran out is not revived.
+    idemExtend: `${PRELUDE}
+    if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+    local cur = redis.call('HMGET', KEYS[1], 'token', 'state')
+    if cur[1] ~= ARGV[1] or cur[2] ~= 'in_flight' then return 0 end
+    local t = now()
+    local lease, ttl, settle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], lease)
+    redis.call('HSET', KEYS[1], 'expires', t + lease + ttl)
+    redis.call('PEXPIRE', KEYS[1], lease + 2 * ttl)
+    if settle > 0 then settleFor(lease + settle) end
+    return 1`,
+    // ARGV: token, channel, status, headers, body, ttlMs, reconciled.
+    idemComplete: `${PRELUDE}
+    if not owned() then return 0 end
+    local ttl = tonumber(ARGV[6])
+    redis.call('HSET', KEYS[1], 'state', 'completed', 'status', ARGV[3], 'headers', ARGV[4], 'body', ARGV[5],
+      'expires', now() + ttl, 'recon', ARGV[7])
+    redis.call('PEXPIRE', KEYS[1], ttl)
+    dropLease()
+    redis.call('DEL', KEYS[3])
+    redis.call('${publish}', ARGV[2], 'completed')
+    return 1`,
+    // ARGV: token, channel, ttlMs, settleMs (0: nothing was sent).
+    idemUnknown: `${PRELUDE}
+    if not owned() then return 0 end
+    local ttl = tonumber(ARGV[3])
+    redis.call('HSET', KEYS[1], 'state', 'unknown', 'expires', now() + ttl)
+    redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+    dropLease()
+    -- Now it is known when the attempt stopped waiting: that, not the lease's end, starts the settle time.
+    -- (A later mark always ends later than any earlier one, so this never shortens another's.)
+    local settle = tonumber(ARGV[4])
+    if settle > 0 then redis.call('SET', KEYS[3], '1', 'PX', settle) end
+    redis.call('${publish}', ARGV[2], 'unknown')
+    return 1`,
+    // ARGV: token, channel, 'hold' | 'drop', status, headers, body, holdMs. Without an answer to hold,
+    // nothing was sent: a key taken over from 'unknown' goes back to it (the earlier request's outcome
+    // is as unknown as before, settle time and all); any other key is freed.
+    idemRelease: `${PRELUDE}
+    if not owned() then return 0 end
+    dropLease()
+    if ARGV[3] ~= 'hold' and redis.call('HGET', KEYS[1], 'took') == 'unknown' then
+      redis.call('HSET', KEYS[1], 'state', 'unknown', 'token', '')
+      redis.call('${publish}', ARGV[2], 'unknown')
+      return 1
+    end
+    redis.call('DEL', KEYS[3])
+    if ARGV[3] == 'hold' then
+      local hold = tonumber(ARGV[7])
+      redis.call('HSET', KEYS[1], 'state', 'released', 'status', ARGV[4], 'headers', ARGV[5], 'body', ARGV[6],
+        'expires', now() + hold, 'recon', '0')
+      redis.call('PEXPIRE', KEYS[1], hold)
+    else
+      redis.call('DEL', KEYS[1])
+    end
+    redis.call('${publish}', ARGV[2], 'released')
+    return 1`,
+    // Operator resolution of an unknown key. ARGV: 'store' | 'release', channel, status, headers, body, ttlMs.
+    idemResolve: `${PRELUDE}
+    local t = now()
+    if classify(t) ~= 'unknown' then return 0 end
+    if ARGV[1] == 'store' then
+      local ttl = tonumber(ARGV[6])
+      redis.call('HSET', KEYS[1], 'state', 'completed', 'token', '', 'status', ARGV[3], 'headers', ARGV[4],
+        'body', ARGV[5], 'expires', t + ttl, 'recon', '0')
+      redis.call('PEXPIRE', KEYS[1], ttl)
+    else
+      redis.call('DEL', KEYS[1])
+    end
+    redis.call('DEL', KEYS[2], KEYS[3])
+    redis.call('${publish}', ARGV[2], 'resolved')
+    return 1`,
+    // The attempt log, one batch per call: KEYS[1] is the capped stream, KEYS[i + 1] the record of
+    // entry i (or the stream again when the entry has no key). Counts land only on existing records.
+    // On a cluster a batch names its stream alone, and counts go through idemCount, slot by slot.
+    idemAttempts: `
+    for i = 2, #ARGV do
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[i])
+      local rec = KEYS[i]
+      if rec and rec ~= KEYS[1] and redis.call('EXISTS', rec) == 1 then redis.call('HINCRBY', rec, 'attempts', 1) end
+    end
+    return #ARGV - 1`,
+    // One more attempt on an existing record (KEYS[1]).
+    idemCount: `
+    if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+    return 0`,
+    // ARGV: channel.
+    idemPurge: `
+    local n = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+    redis.call('${publish}', ARGV[1], 'purged')
+    return n`,
+  });
+}
+
+/**
+ * Redis 7 script flags on the first line. A script that may write is refused whole when the server is
+ * at maxmemory, before it runs: without flags the refusal would come at its first write that needs
+ * memory, after a DEL that frees some had already run, and leave a half-made record.
+ */
+const FLAGS: Record<string, string> = {
+  idemGet: " flags=no-writes",
+  // An operator's purge frees memory: it must work on a full server.
+  idemPurge: " flags=allow-oom",
+};
+
+function withFlags<T extends Record<string, string>>(scripts: T): T {
+  const out: Record<string, string> = {};
+  for (const [name, lua] of Object.entries(scripts)) {
+    out[name] = `#!lua${FLAGS[name] ?? ""}\n${lua}`;
+  }
+  return out as T;
+}

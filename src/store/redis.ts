@@ -31,7 +31,9 @@ export interface RedisStoreOptions extends Partial<RedisSettings> {
 type Scripts = ReturnType<typeof storeScripts>;
 type Reply = (Buffer | null)[] | number | null;
 type ScriptCommands = {
-  [name in `${keyof Scripts}Buffer`]: (...args: (string | Buffer | number)[]) => Promise<Reply>;
+  [name in `${keyof Scripts | "idemAppend"}Buffer`]: (
+    ...args: (string | Buffer | number)[]
+  ) => Promise<Reply>;
 };
 type Client = RedisClient & ScriptCommands;
 
@@ -103,6 +105,9 @@ export class RedisStore implements IdempotencyStore {
       const numberOfKeys = name === "idemAttempts" ? undefined : name === "idemCount" ? 1 : 3;
       this.redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
     }
+    // The same script naming its stream alone, for a cluster: a fixed key count puts the key first,
+    // where the cluster client's auto-pipelining looks for the slot.
+    this.redis.defineCommand("idemAppend", { numberOfKeys: 1, lua: this.scripts.idemAttempts });
     const onMessage = (channel: string | Buffer) => {
       const group = this.groups.get(String(channel));
       if (group) this.check(String(channel), group);
@@ -322,7 +327,7 @@ export class RedisStore implements IdempotencyStore {
     const shardCap = Math.max(1, Math.ceil(cap / streams.length));
     await this.call("attempt log", () =>
       Promise.all([
-        this.redis.idemAttemptsBuffer(1, stream, shardCap, ...lines),
+        this.redis.idemAppendBuffer(stream, shardCap, ...lines),
         ...entries.flatMap((e) =>
           e.storeKey === undefined ? [] : [this.redis.idemCountBuffer(this.keys(e.storeKey)[0])],
         ),

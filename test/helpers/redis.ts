@@ -1,4 +1,4 @@
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -8,6 +8,8 @@ import { join } from "node:path";
 export interface TestRedis {
   url: string;
   port: number;
+  /** The server's working dir (only for an owned server). */
+  dir?: string;
   /** Whether this helper owns the server (false when REDIS_URL points at an existing one). */
   owned: boolean;
   stop(): Promise<void>;
@@ -28,7 +30,12 @@ function hasRedisServer(): boolean {
   }
 }
 
-async function freePort(): Promise<number> {
+/** Fails with one line when redis-server is not installed. */
+export function requireRedisServer(): void {
+  if (!hasRedisServer()) throw new Error(INSTALL_HINT);
+}
+
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port } = server.address() as { port: number };
@@ -37,51 +44,108 @@ async function freePort(): Promise<number> {
 }
 
 /**
+ * Polls `check` until it holds, for a server's state that no event announces (a cluster agreeing on
+ * a failover, a replica catching up). Bounded: it fails after `timeoutMs`.
+ */
+export async function until(
+  check: () => Promise<boolean>,
+  timeoutMs: number,
+  what = "condition",
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} not reached within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** One redis-server process of a test's own. */
+export interface RedisServer {
+  running(): boolean;
+  /** SIGTERM, and waits for the exit. */
+  stop(): Promise<void>;
+  /** SIGKILL, and waits for the exit. */
+  kill(): Promise<void>;
+  signal(name: NodeJS.Signals): void;
+}
+
+/**
+ * Starts redis-server on `port` with `dir` as its working dir, no persistence unless `args` turn it
+ * on (later arguments win), and resolves once it accepts connections.
+ */
+export async function spawnRedisServer(port: number, dir: string, args: string[] = []): Promise<RedisServer> {
+  const child = spawn(
+    "redis-server",
+    [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir,
+      ...args,
+    ],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  await new Promise<void>((resolve, reject) => {
+    child.stdout?.on("data", (c: Buffer) => {
+      out += c.toString();
+      if (out.includes("Ready to accept connections")) resolve();
+    });
+    child.once("exit", (code) => reject(new Error(`redis-server exited (${code}):\n${out}`)));
+  });
+  const end = async (signal: NodeJS.Signals) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, "exit");
+    child.kill(signal);
+    await exited;
+  };
+  return {
+    running: () => child.exitCode === null && child.signalCode === null,
+    stop: () => end("SIGTERM"),
+    kill: () => end("SIGKILL"),
+    signal: (name) => child.kill(name),
+  };
+}
+
+export interface StartRedisOptions {
+  /** More redis-server arguments: --appendonly yes, TLS, an ACL user. */
+  args?: string[];
+  /** Needs a server of the test's own (ignores REDIS_URL). */
+  own?: boolean;
+}
+
+/**
  * A private redis-server on a free port with a temporary dir, so a test can stop and restart it;
  * REDIS_URL points the tests at an existing server instead. With neither, it fails with one line.
  */
-export async function startRedis(): Promise<TestRedis> {
+export async function startRedis(options: StartRedisOptions = {}): Promise<TestRedis> {
   const external = process.env.REDIS_URL;
-  if (external) {
+  if (external && !options.own) {
     const port = Number(new URL(external).port || 6379);
     const fail = () => Promise.reject(new Error("cannot stop or start a server given by REDIS_URL"));
     return { url: external, port, owned: false, stop: fail, start: fail, close: async () => {} };
   }
-  if (!hasRedisServer()) throw new Error(INSTALL_HINT);
+  requireRedisServer();
   const dir = await mkdtemp(join(tmpdir(), "idem-redis-"));
   const port = await freePort();
-  let proc: ChildProcess | undefined;
-
-  async function start(): Promise<void> {
-    const child = spawn(
-      "redis-server",
-      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    proc = child;
-    let out = "";
-    await new Promise<void>((resolve, reject) => {
-      child.stdout?.on("data", (c: Buffer) => {
-        out += c.toString();
-        if (out.includes("Ready to accept connections")) resolve();
-      });
-      child.once("exit", (code) => reject(new Error(`redis-server exited (${code}):\n${out}`)));
-    });
-  }
-
-  async function stop(): Promise<void> {
-    const child = proc;
-    proc = undefined;
-    if (!child || child.exitCode !== null) return;
-    const exited = once(child, "exit");
-    child.kill("SIGTERM");
-    await exited;
-  }
-
+  let server: RedisServer | undefined;
+  const start = async () => {
+    server = await spawnRedisServer(port, dir, options.args);
+  };
+  const stop = async () => {
+    await server?.stop();
+  };
   await start();
   return {
     url: `redis://127.0.0.1:${port}`,
     port,
+    dir,
     owned: true,
     stop,
     start,

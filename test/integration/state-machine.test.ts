@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, it, vi } from "vitest";
 import { MemoryStore } from "../../src/store/index.js";
 import { RedisStore } from "../../src/store/redis.js";
 import { startRedis, type TestRedis } from "../helpers/redis.js";
+import { redisModelFixture } from "../helpers/redis-model.js";
 import {
   MODEL_LEASE_MS,
   MODEL_SETTLE_MS,
@@ -79,46 +80,6 @@ describe("state machine model: redis", () => {
   it("holds every invariant on the server's clock, its time passed by hand", async () => {
     // Leases, settle times and expiry are decided by the server's TIME and key expiry; the model's
     // time passes by making those run out, key by key, as they would.
-    const k = (key: string, part: string) => `${prefix}{${key}}:${part}`;
-    const fx: ModelFixture = {
-      store,
-      leaseLapse: async (key) => {
-        await admin.del(k(key, "l"));
-      },
-      settleElapse: async (key) => {
-        await admin.del(k(key, "l"), k(key, "s"));
-      },
-      recordExpire: async (key) => {
-        const [state, expires] = await admin.hmget(k(key, "r"), "state", "expires");
-        const counts = state === "unknown" || state === "in_flight";
-        // Past its logical end a record that must be reported is kept; a second step drops it.
-        if (counts && expires !== "0") await admin.hset(k(key, "r"), "expires", "0");
-        else await admin.del(k(key, "r"));
-        await admin.del(k(key, "l"), k(key, "s"));
-      },
-      clockStep: async () => {
-        vi.useFakeTimers({ toFake: ["Date"] });
-        vi.setSystemTime(Date.now() + (Math.random() < 0.5 ? HOUR : -HOUR));
-        vi.useRealTimers();
-      },
-      settled: async (waiter) => {
-        let timer: NodeJS.Timeout | undefined;
-        const late = new Promise<false>((resolve) => {
-          timer = setTimeout(() => resolve(false), 2_000);
-        });
-        try {
-          return await Promise.race([
-            waiter.then(
-              () => true,
-              () => true,
-            ),
-            late,
-          ]);
-        } finally {
-          clearTimeout(timer);
-        }
-      },
-    };
-    await runStateMachine(fx, 300, "redis");
+    await runStateMachine(redisModelFixture(store, admin, prefix), 300, "redis");
   }, 120_000);
 });

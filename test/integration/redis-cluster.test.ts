@@ -1,0 +1,103 @@
+/**
+ * The Redis store on a Redis Cluster of 3 primaries and 3 replicas, started once for the file: the
+ * store contract, the state-machine model, three gateways in a storm, the attempt log, and a failover
+ * in the middle of a storm with and without store.redis.replicas.
+ */
+import calculateSlot from "cluster-key-slot";
+import { Cluster } from "ioredis";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RedisStore } from "../../src/store/redis.js";
+import { startTestGateway } from "../helpers/gateway.js";
+import { describeThreeGatewayStorm } from "../helpers/gateway-storm.js";
+import { send } from "../helpers/http.js";
+import { startRedisCluster, type TestRedisCluster } from "../helpers/redis-cluster.js";
+import { redisModelFixture } from "../helpers/redis-model.js";
+import { runStateMachine } from "../helpers/state-model.js";
+import { describeStoreContract } from "../helpers/store-contract.js";
+import { closeAfterEach } from "../helpers/teardown.js";
+import { startUpstream } from "../helpers/upstream.js";
+
+let cluster: TestRedisCluster;
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+}, 60_000);
+afterAll(async () => {
+  await cluster?.close();
+});
+
+const use = closeAfterEach();
+const clusterStore = (prefix: string, extra: Partial<ConstructorParameters<typeof RedisStore>[0]> = {}) =>
+  new RedisStore({ cluster: cluster.seeds, prefix, pollMs: 100, ...extra });
+
+describeStoreContract("redis cluster", async () => {
+  const store = clusterStore(`contract:${process.pid}:`);
+  expect(await store.connect()).toBe(true);
+  return {
+    store,
+    advance: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    cleanup: () => store.close(),
+  };
+});
+
+describe("redis cluster", () => {
+  it("holds the state machine's invariants", async () => {
+    const store = use(clusterStore("model:", { pollMs: 20 }));
+    await store.connect();
+    const admin = new Cluster(
+      cluster.seeds.map((s) => ({ host: "127.0.0.1", port: Number(s.split(":")[1]) })),
+    );
+    use({ close: async () => admin.disconnect() });
+    await runStateMachine(redisModelFixture(store, admin, "model:"), 150, "redis cluster");
+  }, 120_000);
+
+  it("wakes waiting duplicates through sharded pub/sub and keeps an attempt log without CROSSSLOT", async () => {
+    const store = clusterStore("log:", { pollMs: 60_000 });
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const upstream = use(
+      await startUpstream(async (call, res) => {
+        if (call.url === "/slow") await held;
+        res.end(`done ${call.url}`);
+      }),
+    );
+    await store.connect();
+    const gateway = use(await startTestGateway({ upstream: upstream.url, store: { kind: "redis" } }, store));
+    const post = (path: string, key: string) =>
+      send(`${gateway.url}${path}`, { headers: { "idempotency-key": key }, body: "{}" });
+    // The duplicate's fallback poll is a minute away: only the completion message can wake it in time.
+    const first = post("/slow", "slow-1");
+    await upstream.called(1);
+    const duplicate = post("/slow", "slow-1");
+    await expect.poll(() => gateway.engine.waitingDuplicates).toBe(1);
+    release();
+    expect((await first).status).toBe(200);
+    expect((await duplicate).headers["idempotent-replayed"]).toBe("true");
+
+    const keys = Array.from({ length: 30 }, (_, i) => `log-${i}`);
+    await Promise.all(keys.map((k) => post("/x", k)));
+    await Promise.all(keys.map((k) => post("/x", k)));
+    await gateway.flushAttempts();
+    const recent = await store.recentAttempts({ limit: 1000 });
+    expect(recent).toHaveLength(62);
+    expect(recent.filter((e) => e.outcome === "replayed")).toHaveLength(30);
+    // Spread over the cluster, not one hot key.
+    const owners = new Set(
+      await Promise.all(
+        Array.from({ length: 8 }, (_, i) => cluster.primaryOf(calculateSlot(`log:attempts{${i}}`))),
+      ),
+    );
+    expect(owners.size).toBeGreaterThan(1);
+  });
+});
+
+describeThreeGatewayStorm(
+  "a Redis Cluster",
+  () => `{ cluster: [${cluster.seeds.map((s) => `"${s}"`).join(", ")}], prefix: "multi:" }`,
+  {
+    keys: 200,
+    copies: 10,
+    keysAtOnce: 50,
+  },
+);

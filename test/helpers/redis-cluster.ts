@@ -18,6 +18,10 @@ export interface TestRedisCluster {
   replicasOf(primary: number): Promise<number[]>;
   /** Kills a node without warning (SIGKILL). */
   kill(port: number): Promise<void>;
+  /** Starts a killed node again on its port and dir: it rejoins, as a replica of whoever took over. */
+  restart(port: number): Promise<void>;
+  /** Cuts a primary's replication links (CLIENT KILL TYPE replica): what it takes next reaches no replica. */
+  cutReplication(port: number): Promise<void>;
   /** Stops (SIGSTOP) or resumes (SIGCONT) a node, which keeps its sockets but answers nothing. */
   pause(port: number): void;
   resume(port: number): void;
@@ -37,25 +41,23 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
   const ports: number[] = [];
   for (let i = 0; i < 6; i++) ports.push(await freePort());
   const servers = new Map<number, RedisServer>();
+  const clusterArgs = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "1000",
+    "--cluster-replica-validity-factor",
+    "0",
+  ];
   const live = () => [...servers.entries()].filter(([, s]) => s.running()).map(([p]) => p);
   try {
     await Promise.all(
       ports.map(async (port) => {
         const nodeDir = join(dir, String(port));
         await mkdir(nodeDir);
-        servers.set(
-          port,
-          await spawnRedisServer(port, nodeDir, [
-            "--cluster-enabled",
-            "yes",
-            "--cluster-config-file",
-            "nodes.conf",
-            "--cluster-node-timeout",
-            "1000",
-            "--cluster-replica-validity-factor",
-            "0",
-          ]),
-        );
+        servers.set(port, await spawnRedisServer(port, nodeDir, clusterArgs));
       }),
     );
     await run("redis-cli", [
@@ -110,6 +112,12 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     async kill(port) {
       await servers.get(port)?.kill();
     },
+    async restart(port) {
+      servers.set(port, await spawnRedisServer(port, join(dir, String(port)), clusterArgs));
+    },
+    async cutReplication(port) {
+      await ask(port, (r) => r.client("KILL", "TYPE", "replica"));
+    },
     pause(port) {
       servers.get(port)?.signal("SIGSTOP");
     },
@@ -131,5 +139,6 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     },
   };
   await cluster.settled();
+  await until(async () => (await slots()).every((range) => range.length > 3), 30_000, "replicas known");
   return cluster;
 }

@@ -71,12 +71,19 @@ export interface RedisServer {
 
 /**
  * Starts redis-server on `port` with `dir` as its working dir, no persistence unless `args` turn it
- * on (later arguments win), and resolves once it accepts connections.
+ * on (later arguments win), and resolves once it accepts connections. A config file (a sentinel's)
+ * comes first.
  */
-export async function spawnRedisServer(port: number, dir: string, args: string[] = []): Promise<RedisServer> {
+export async function spawnRedisServer(
+  port: number,
+  dir: string,
+  args: string[] = [],
+  configFile?: string,
+): Promise<RedisServer> {
   const child = spawn(
     "redis-server",
     [
+      ...(configFile ? [configFile] : []),
       "--port",
       String(port),
       "--bind",
@@ -95,7 +102,7 @@ export async function spawnRedisServer(port: number, dir: string, args: string[]
   await new Promise<void>((resolve, reject) => {
     child.stdout?.on("data", (c: Buffer) => {
       out += c.toString();
-      if (out.includes("Ready to accept connections")) resolve();
+      if (out.includes("Ready to accept connections") || out.includes("Sentinel ID is")) resolve();
     });
     child.once("exit", (code) => reject(new Error(`redis-server exited (${code}):\n${out}`)));
   });

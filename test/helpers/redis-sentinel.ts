@@ -1,0 +1,108 @@
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Redis } from "ioredis";
+import { freePort, type RedisServer, requireRedisServer, spawnRedisServer, until } from "./redis.js";
+
+export const SENTINEL_NAME = "idem";
+
+export interface TestRedisSentinel {
+  /** host:port of the sentinel. */
+  sentinels: string[];
+  name: string;
+  /** The port of the primary the sentinel names now. */
+  primary(): Promise<number>;
+  /** Asks the sentinel for a failover (SENTINEL FAILOVER) and resolves once the replica took over. */
+  failover(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/**
+ * A primary, its replica and one sentinel watching them (quorum 1), on free ports. One sentinel is
+ * enough to fail over on a test's request; production runs three or more.
+ */
+export async function startRedisSentinel(): Promise<TestRedisSentinel> {
+  requireRedisServer();
+  const dir = await mkdtemp(join(tmpdir(), "idem-sentinel-"));
+  const [primaryPort, replicaPort, sentinelPort] = [await freePort(), await freePort(), await freePort()];
+  const servers: RedisServer[] = [];
+  const ask = async <T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> => {
+    const r = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0 });
+    r.on("error", () => {});
+    try {
+      await r.connect();
+      return await fn(r);
+    } finally {
+      r.disconnect();
+    }
+  };
+  const primary = async () => {
+    const [, port] = (await ask(sentinelPort, (r) =>
+      r.call("SENTINEL", "get-master-addr-by-name", SENTINEL_NAME),
+    )) as [string, string];
+    return Number(port);
+  };
+  const replicated = (port: number) =>
+    ask(port, (r) => r.info("replication")).then(
+      (info) => /connected_slaves:[1-9]/.test(info) && /slave0:.*state=online/.test(info),
+      () => false,
+    );
+
+  try {
+    for (const [port, extra] of [
+      [primaryPort, []],
+      [replicaPort, ["--replicaof", "127.0.0.1", String(primaryPort)]],
+    ] as const) {
+      const nodeDir = join(dir, String(port));
+      await mkdir(nodeDir);
+      servers.push(await spawnRedisServer(port, nodeDir, [...extra]));
+    }
+    await until(() => replicated(primaryPort), 30_000, "replica in sync");
+    const sentinelDir = join(dir, "sentinel");
+    await mkdir(sentinelDir);
+    // A sentinel rewrites its config file: it must be a file of its own, writable.
+    const conf = join(sentinelDir, "sentinel.conf");
+    await writeFile(
+      conf,
+      [
+        `sentinel monitor ${SENTINEL_NAME} 127.0.0.1 ${primaryPort} 1`,
+        `sentinel down-after-milliseconds ${SENTINEL_NAME} 1000`,
+        `sentinel failover-timeout ${SENTINEL_NAME} 10000`,
+        "",
+      ].join("\n"),
+    );
+    servers.push(await spawnRedisServer(sentinelPort, sentinelDir, ["--sentinel"], conf));
+    await until(
+      () =>
+        ask(sentinelPort, (r) => r.call("SENTINEL", "replicas", SENTINEL_NAME)).then(
+          (list) => Array.isArray(list) && list.length > 0,
+          () => false,
+        ),
+      30_000,
+      "sentinel sees the replica",
+    );
+  } catch (err) {
+    await Promise.all(servers.map((s) => s.stop()));
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+
+  return {
+    sentinels: [`127.0.0.1:${sentinelPort}`],
+    name: SENTINEL_NAME,
+    primary,
+    async failover() {
+      const before = await primary();
+      await ask(sentinelPort, (r) => r.call("SENTINEL", "FAILOVER", SENTINEL_NAME));
+      await until(async () => (await primary()) !== before, 30_000, "sentinel failover");
+      const after = await primary();
+      // Done when the new primary takes writes and the old one follows it.
+      await until(() => replicated(after), 30_000, "old primary following the new one");
+      return after;
+    },
+    async close() {
+      await Promise.all(servers.map((s) => s.stop()));
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,3 +1,4 @@
+import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
 import { StoreFullError, StoreRefusedError, StoreUnavailableError } from "../errors.js";
 import { type CheckWanted, inspectPrimary } from "./redis-checks.js";
@@ -60,8 +61,8 @@ const OUTAGE_REPLY = /^(CLUSTERDOWN|LOADING|TRYAGAIN|MASTERDOWN|BUSY|MOVED|ASK)\
  * Key names hold only the engine's hash of the key material, never a client string.
  *
  * A first attempt costs two round trips (begin, which also answers the read; and the write that
- * ends it), a replay one. With store.redis.replicas, begin and complete each carry a WAIT in the
- * same write. Extensions run beside the upstream call.
+ * ends it), a replay one. With store.redis.replicas, a begin that took the key and a completion are
+ * each followed by a WAIT, shared by the writes of that moment. Extensions run beside the upstream call.
  */
 export class RedisStore implements IdempotencyStore {
   readonly kind = "redis";
@@ -76,6 +77,7 @@ export class RedisStore implements IdempotencyStore {
   private readonly replicas: number;
   private readonly replicaTimeoutMs: number;
   private refusal: { message: string; at: number } | undefined;
+  private readonly barriers = new Map<Redis, { pending?: Promise<number>; running?: Promise<unknown> }>();
 
   constructor(private readonly options: RedisStoreOptions) {
     this.pollMs = options.pollMs ?? 1_000;
@@ -184,23 +186,41 @@ export class RedisStore implements IdempotencyStore {
     }
   }
 
-  /** Sends a step and, with store.redis.replicas, a WAIT behind it in the same write. */
-  private async replicated(
-    what: string,
-    step: (target: ScriptCommands) => Promise<Reply>,
-  ): Promise<{ reply: Reply; acked: number }> {
-    if (this.replicas === 0) return { reply: await this.call(what, () => step(this.redis)), acked: 0 };
-    return this.call(what, async () => {
-      // A pipeline goes to the node that owns its keys; WAIT, which has none, goes along with them.
-      const pipeline = this.redis.pipeline();
-      step(pipeline as unknown as ScriptCommands);
-      pipeline.wait(this.replicas, this.replicaTimeoutMs);
-      const results = (await pipeline.exec()) ?? [];
-      const [stepResult, waitResult] = results;
-      if (stepResult?.[0]) throw stepResult[0];
-      if (waitResult?.[0]) throw waitResult[0];
-      return { reply: stepResult?.[1] as Reply, acked: Number(waitResult?.[1] ?? 0) };
-    });
+  /**
+   * How many replicas hold every write this process made so far on the connection that holds `key`
+   * (WAIT). Group commit: a WAIT covers every write whose reply came before it was sent, so callers
+   * that arrive while one is queued share it, and a connection has one WAIT out at a time. Writes
+   * behind a WAIT wait for it: with a replica down, for replicaTimeout.
+   */
+  private confirmed(key: string): Promise<number> {
+    const node = this.nodeOf(key);
+    let barrier = this.barriers.get(node);
+    if (!barrier) {
+      barrier = {};
+      this.barriers.set(node, barrier);
+    }
+    const b = barrier;
+    if (b.pending) return b.pending;
+    // Sent once the WAIT before it has answered; until then, later callers join this one.
+    const send = async (): Promise<number> => {
+      await b.running;
+      b.pending = undefined;
+      const sent = node.wait(this.replicas, this.replicaTimeoutMs);
+      b.running = sent.catch(() => {});
+      return sent;
+    };
+    b.pending = send();
+    return b.pending;
+  }
+
+  /** The connection to the primary that owns `key`: the only one, or on a cluster its slot's. */
+  private nodeOf(key: string): Redis {
+    if (this.topology !== "cluster") return this.redis as Redis;
+    const cluster = this.redis as Cluster;
+    const owner = cluster.slots[calculateSlot(this.keys(key)[0])]?.[0];
+    const node = cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === owner);
+    if (!node) throw new StoreUnavailableError("no primary serves the key's slot now");
+    return node;
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {
@@ -209,8 +229,8 @@ export class RedisStore implements IdempotencyStore {
   }
 
   async begin(key: string, lease: Lease): Promise<BeginResult> {
-    const { reply, acked } = await this.replicated("begin", (r) =>
-      r.idemBeginBuffer(
+    const reply = await this.call("begin", () =>
+      this.redis.idemBeginBuffer(
         ...this.keys(key),
         lease.token,
         lease.fingerprint,
@@ -222,19 +242,32 @@ export class RedisStore implements IdempotencyStore {
     );
     if (Array.isArray(reply) && reply.length === 2) {
       const took = String(reply[0]) as "fresh" | "unknown" | "expired";
-      if (acked < this.replicas) {
-        // A failover now could lose this begin and let a retry in: give the key back, forward nothing.
-        this.options.onShortfall?.("begin");
-        await this.release(key, lease.token).catch(() => false);
-        throw new StoreUnavailableError(
-          `begin reached ${acked} of ${this.replicas} replica(s) within ${this.replicaTimeoutMs} ms (store.redis.replicas)`,
-        );
-      }
+      if (this.replicas > 0) await this.beginReplicated(key, lease.token);
       return { acquired: true, took, settlesInMs: Number(reply[1]) };
     }
     const record = decode(reply);
     if (!record) throw new StoreUnavailableError("begin: unexpected reply");
     return { acquired: false, record };
+  }
+
+  /**
+   * A failover before the replicas have the begin would lose it and let a retry in: unless they
+   * confirm it, the key is given back and nothing is forwarded.
+   */
+  private async beginReplicated(key: string, token: string): Promise<void> {
+    let acked = 0;
+    try {
+      acked = await this.call("begin (WAIT)", () => this.confirmed(key));
+    } catch (err) {
+      await this.release(key, token).catch(() => false);
+      throw err;
+    }
+    if (acked >= this.replicas) return;
+    this.options.onShortfall?.("begin");
+    await this.release(key, token).catch(() => false);
+    throw new StoreUnavailableError(
+      `begin reached ${acked} of ${this.replicas} replica(s) within ${this.replicaTimeoutMs} ms (store.redis.replicas)`,
+    );
   }
 
   async extend(key: string, token: string, times: LeaseTimes): Promise<boolean> {
@@ -245,8 +278,8 @@ export class RedisStore implements IdempotencyStore {
   }
 
   async complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean> {
-    const { reply, acked } = await this.replicated("complete", (r) =>
-      r.idemCompleteBuffer(
+    const reply = await this.call("complete", () =>
+      this.redis.idemCompleteBuffer(
         ...this.keys(key),
         token,
         this.channel(key),
@@ -257,10 +290,14 @@ export class RedisStore implements IdempotencyStore {
         response.reconciled ? "1" : "0",
       ),
     );
-    // The answer was made upstream and is stored on the primary: the caller gets it either way.
-    if (reply === 1 && acked < this.replicas) this.options.onShortfall?.("complete");
-    if (reply === 1) this.refusal = undefined;
-    return reply === 1;
+    if (reply !== 1) return false;
+    this.refusal = undefined;
+    if (this.replicas > 0) {
+      // The answer was made upstream and is stored on the primary: the caller gets it either way.
+      const acked = await this.confirmed(key).catch(() => 0);
+      if (acked < this.replicas) this.options.onShortfall?.("complete");
+    }
+    return true;
   }
 
   async markUnknown(key: string, token: string, times: LeaseTimes): Promise<boolean> {

@@ -12,7 +12,12 @@ export interface TestRedisSentinel {
   name: string;
   /** The port of the primary the sentinel names now. */
   primary(): Promise<number>;
-  /** Asks the sentinel for a failover (SENTINEL FAILOVER) and resolves once the replica took over. */
+  /** The port of a replica of the current primary. */
+  replica(): Promise<number>;
+  /** Stops (SIGSTOP) or resumes (SIGCONT) the server on `port`: it keeps its sockets and answers nothing. */
+  pause(port: number): void;
+  resume(port: number): void;
+  /** Asks the sentinel for a failover (SENTINEL FAILOVER) and resolves once the replica took over. Run it last. */
   failover(): Promise<number>;
   close(): Promise<void>;
 }
@@ -26,6 +31,7 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
   const dir = await mkdtemp(join(tmpdir(), "idem-sentinel-"));
   const [primaryPort, replicaPort, sentinelPort] = [await freePort(), await freePort(), await freePort()];
   const servers: RedisServer[] = [];
+  const byPort = new Map<number, RedisServer>();
   const ask = async <T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> => {
     const r = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0 });
     r.on("error", () => {});
@@ -55,7 +61,9 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
     ] as const) {
       const nodeDir = join(dir, String(port));
       await mkdir(nodeDir);
-      servers.push(await spawnRedisServer(port, nodeDir, [...extra]));
+      const server = await spawnRedisServer(port, nodeDir, [...extra]);
+      servers.push(server);
+      byPort.set(port, server);
     }
     await until(() => replicated(primaryPort), 30_000, "replica in sync");
     const sentinelDir = join(dir, "sentinel");
@@ -91,13 +99,31 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
     sentinels: [`127.0.0.1:${sentinelPort}`],
     name: SENTINEL_NAME,
     primary,
+    pause: (port) => byPort.get(port)?.signal("SIGSTOP"),
+    resume: (port) => byPort.get(port)?.signal("SIGCONT"),
+    async replica() {
+      const list = (await ask(sentinelPort, (r) =>
+        r.call("SENTINEL", "replicas", SENTINEL_NAME),
+      )) as string[][];
+      const fields = list[0] ?? [];
+      return Number(fields[fields.indexOf("port") + 1]);
+    },
     async failover() {
       const before = await primary();
       await ask(sentinelPort, (r) => r.call("SENTINEL", "FAILOVER", SENTINEL_NAME));
       await until(async () => (await primary()) !== before, 30_000, "sentinel failover");
       const after = await primary();
-      // Done when the new primary takes writes and the old one follows it.
-      await until(() => replicated(after), 30_000, "old primary following the new one");
+      // The sentinel names the new primary once it took REPLICAOF NO ONE; the old one follows it
+      // later (seconds: the sentinel reconfigures it at its next look), which this does not wait for.
+      await until(
+        () =>
+          ask(after, (r) => r.info("replication")).then(
+            (i) => i.includes("role:master"),
+            () => false,
+          ),
+        30_000,
+        "new primary writable",
+      );
       return after;
     },
     async close() {

@@ -15,7 +15,7 @@ import { startRedisSentinel, type TestRedisSentinel } from "../helpers/redis-sen
 import { runStateMachine } from "../helpers/state-model.js";
 import { describeStoreContract } from "../helpers/store-contract.js";
 import { closeAfterEach } from "../helpers/teardown.js";
-import { startCountingUpstream } from "../helpers/upstream.js";
+import { startCountingUpstream, startUpstream } from "../helpers/upstream.js";
 
 let sentinel: TestRedisSentinel;
 beforeAll(async () => {
@@ -60,9 +60,62 @@ describeThreeGatewayStorm(
   { keys: 200, copies: 10, keysAtOnce: 50 },
 );
 
+describe("store.redis.replicas", () => {
+  it("forwards only once the replica holds the begin, and answers only once it holds the answer", async () => {
+    const replicaPort = await sentinel.replica();
+    const replica = new Redis({ port: replicaPort, host: "127.0.0.1" });
+    const primary = new Redis({ port: await sentinel.primary(), host: "127.0.0.1" });
+    use({ close: async () => (replica.disconnect(), primary.disconnect()) });
+    const store = use(sentinelStore("durable:", { replicas: 1, replicaTimeout: 20_000 }));
+    await store.connect();
+    const upstream = use(await startUpstream());
+    const gateway = use(await startTestGateway({ upstream: upstream.url, store: { kind: "redis" } }, store));
+    // A stopped replica confirms nothing: the gateway must sit in WAIT, the backend untouched.
+    const waiting = async () => /cmd=wait/.test(String(await primary.client("LIST")));
+    sentinel.pause(replicaPort);
+    const reply = send(`${gateway.url}/invoices`, { headers: { "idempotency-key": "k-1" }, body: "{}" });
+    try {
+      await until(waiting, 10_000, "begin waiting for the replica");
+      expect(upstream.calls).toHaveLength(0);
+    } finally {
+      sentinel.resume(replicaPort);
+    }
+    expect((await reply).status).toBe(200);
+    expect(upstream.calls).toHaveLength(1);
+    const [record] = await replica.keys("durable:*:r");
+    expect(await replica.hget(record as string, "state")).toBe("completed");
+  });
+
+  it("refuses a begin the replica does not confirm in time, and forwards nothing", async () => {
+    const upstream = use(await startUpstream());
+    // Made from the config, as serve makes it, so that the metric is wired as in production.
+    const redis = {
+      sentinel: { nodes: sentinel.sentinels, name: sentinel.name },
+      prefix: "shortfall:",
+      replicas: 2,
+      replicaTimeout: "50ms",
+    };
+    const gateway = use(await startTestGateway({ upstream: upstream.url, store: { kind: "redis", redis } }));
+    const reply = await send(`${gateway.url}/invoices`, {
+      headers: { "idempotency-key": "k-2" },
+      body: "{}",
+    });
+    expect(reply.status).toBe(503);
+    expect(JSON.parse(reply.body.toString())).toMatchObject({ code: "STORE_UNAVAILABLE", retryable: true });
+    expect(JSON.parse(reply.body.toString()).detail).toMatch(/1 of 2 replica/);
+    expect(upstream.calls).toHaveLength(0);
+    const metrics = await fetch(`${gateway.adminUrl}/metrics`).then((r) => r.text());
+    expect(metrics).toMatch(/store_replica_shortfalls_total\{step="begin"\} 1/);
+    const ready = (await fetch(`${gateway.adminUrl}/readyz`).then((r) => r.json())) as {
+      store: { warnings: string[] };
+    };
+    expect(ready.store.warnings.join("\n")).toMatch(/replicas is 2 but 1 replica/);
+  });
+});
+
 describe("a sentinel failover", () => {
   it("is followed: completed keys replay from the new primary, new keys execute once", async () => {
-    const store = use(sentinelStore("failover:", { replicas: 1, replicaTimeout: 500 }));
+    const store = use(sentinelStore("failover:"));
     await store.connect();
     const upstream = use(await startCountingUpstream(1));
     const gateway = use(await startTestGateway({ upstream: upstream.url, store: { kind: "redis" } }, store));

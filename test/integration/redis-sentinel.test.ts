@@ -65,7 +65,12 @@ describe("store.redis.replicas", () => {
     const replicaPort = await sentinel.replica();
     const replica = new Redis({ port: replicaPort, host: "127.0.0.1" });
     const primary = new Redis({ port: await sentinel.primary(), host: "127.0.0.1" });
-    use({ close: async () => (replica.disconnect(), primary.disconnect()) });
+    use({
+      close: async () => {
+        replica.disconnect();
+        primary.disconnect();
+      },
+    });
     const store = use(sentinelStore("durable:", { replicas: 1, replicaTimeout: 20_000 }));
     await store.connect();
     const upstream = use(await startUpstream());

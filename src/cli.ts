@@ -219,6 +219,7 @@ function headerPair(value: string, previous: Record<string, string> = {}): Recor
 
 interface CheckConfigFlags {
   config: string;
+  connect?: boolean;
   explain?: string[];
   body?: string;
   header?: Record<string, string>;
@@ -249,6 +250,36 @@ async function checkConfigCommand(opts: CheckConfigFlags): Promise<void> {
   const lines = [`${opts.config}: ok (${table.routes.length} routes, store ${config.store.kind})`];
   lines.push(...table.routes.map(routeLine), ...warnings);
   process.stdout.write(`${lines.join("\n")}\n`);
+  if (opts.connect) await checkStore(config);
+}
+
+/**
+ * check-config --connect: reaches the store as serve would and says what its servers allow. One
+ * line and exit 2 when it cannot be reached; exit 1 when it can but would refuse requests.
+ */
+async function checkStore(config: Config): Promise<void> {
+  if (config.store.kind === "memory") {
+    process.stdout.write("store: memory, inside the gateway process: nothing to connect to\n");
+    return;
+  }
+  const { RedisStore } = await import("./store/redis.js");
+  const store = new RedisStore(config.store.redis);
+  try {
+    if (!(await store.connect(5_000, true))) {
+      fail(`store: cannot reach redis (${store.where}): ${store.lastError ?? "no answer within 5 s"}`);
+    }
+    const health = await store.health();
+    process.stdout.write(
+      `${[
+        `store: redis ${store.where}: reachable`,
+        ...health.warnings.map((w) => `warning: ${w}`),
+        ...health.problems.map((p) => `error: ${p}`),
+      ].join("\n")}\n`,
+    );
+    if (health.problems.length > 0) process.exitCode = 1;
+  } finally {
+    await store.close();
+  }
 }
 
 interface DemoBackendFlags {
@@ -421,6 +452,7 @@ export function buildCli(): Command {
     .command("check-config")
     .description("validate a config and print the compiled route table")
     .option("--config <file>", "YAML config", process.env.CONFIG || EMBEDDED_CONFIG)
+    .option("--connect", "also connect to the store and check what its servers allow (persistence, eviction)")
     .option("--explain <request...>", "METHOD PATH: show what the gateway would do with this request")
     .option("--body <file>", "request body for --explain")
     .option("--header <line>", 'request header for --explain, "Name: value" (repeatable)', headerPair)

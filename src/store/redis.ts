@@ -77,6 +77,8 @@ export class RedisStore implements IdempotencyStore {
   private readonly replicas: number;
   private readonly replicaTimeoutMs: number;
   private refusal: { message: string; at: number } | undefined;
+  /** The last connection error, if any: why the store is not reachable. */
+  lastError: string | undefined;
   private readonly barriers = new Map<Redis, { pending?: Promise<number>; running?: Promise<unknown> }>();
 
   constructor(private readonly options: RedisStoreOptions) {
@@ -99,7 +101,10 @@ export class RedisStore implements IdempotencyStore {
     this.where = conns.where;
     this.redis = conns.commands as Client;
     this.sub = conns.subscriber;
-    this.redis.on("error", () => {});
+    // Reconnects are ioredis's; the last error is kept to say why the store cannot be reached.
+    this.redis.on("error", (err: Error) => {
+      this.lastError = err.message;
+    });
     this.sub.on("error", () => {});
     this.scripts = storeScripts(this.topology === "cluster" ? "SPUBLISH" : "PUBLISH");
     for (const [name, lua] of Object.entries(this.scripts)) {
@@ -131,15 +136,26 @@ export class RedisStore implements IdempotencyStore {
     );
   }
 
-  /** Resolves once connected, or after `timeoutMs` (the gateway starts anyway and answers 503 until then). */
-  async connect(timeoutMs = 5_000): Promise<boolean> {
+  /**
+   * Resolves once connected, or after `timeoutMs` (the gateway starts anyway and answers 503 until
+   * then). With `untilError`, the first connection error ends the wait (check-config --connect).
+   */
+  async connect(timeoutMs = 5_000, untilError = false): Promise<boolean> {
     if (this.redis.status === "ready") return true;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => resolve(false), timeoutMs);
-      this.redis.once("ready", () => {
+      const done = (ok: boolean) => {
         clearTimeout(timer);
-        resolve(true);
-      });
+        this.redis.off("ready", onReady);
+        this.redis.off("error", onError);
+        resolve(ok);
+      };
+      const onReady = () => done(true);
+      const onError = () => {
+        if (untilError) done(false);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.redis.on("ready", onReady);
+      this.redis.on("error", onError);
     });
   }
 

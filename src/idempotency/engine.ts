@@ -7,6 +7,7 @@ import {
   KeyReusedError,
   OutcomeUnknownError,
   ResponseTooLargeError,
+  StoreUnavailableError,
   UpstreamFailedError,
   UpstreamOutcomeUnknownError,
   UpstreamUnreachableError,
@@ -77,9 +78,13 @@ export interface EngineOptions {
 /** Seconds a rejected duplicate is told to wait before retrying an in-flight key. */
 const IN_FLIGHT_RETRY_AFTER_S = 1;
 
-/** How often, and for how long, the engine tries to undo a begin whose reply was lost. */
-const UNDO_RETRY_MS = 500;
-const UNDO_TRIES = 40;
+/**
+ * How often, and for how long, the engine retries a store write that found the store unreachable:
+ * the undo of a begin whose reply was lost, and the write that ends an attempt. Every such write is
+ * fenced by the attempt's token, so that repeating one that did land changes nothing.
+ */
+const WRITE_RETRY_MS = 500;
+const WRITE_TRIES = 40;
 
 /**
  * The request flow of one protected request, given its key and fingerprint: replay, wait, reject or
@@ -203,17 +208,25 @@ export class IdempotencyEngine {
    * is answered, then in the background while the store stays unreachable.
    */
   private async undoBegin(key: string, token: string): Promise<void> {
-    const undo = () =>
-      this.store.release(key, token).then(
-        () => true,
-        () => false,
-      );
-    if (await undo()) return;
+    const undo = () => this.store.release(key, token);
+    try {
+      await undo();
+    } catch {
+      this.retryLater(undo);
+    }
+  }
+
+  /** Repeats a fenced write in the background until the store takes it (or WRITE_TRIES run out). */
+  private retryLater(write: () => Promise<boolean>): void {
     let tries = 1;
     const again = () => {
       const timer = setTimeout(async () => {
-        if (!(await undo()) && ++tries < UNDO_TRIES) again();
-      }, UNDO_RETRY_MS);
+        const landed = await write().then(
+          () => true,
+          (err: unknown) => !(err instanceof StoreUnavailableError),
+        );
+        if (!landed && ++tries < WRITE_TRIES) again();
+      }, WRITE_RETRY_MS);
       timer.unref();
     };
     again();
@@ -356,11 +369,17 @@ export class IdempotencyEngine {
   }
 
   /** Runs a write that ends an attempt; its failure must not hide the upstream's answer from the caller. */
+  /**
+   * The write that ends an attempt. The caller is answered whatever happens to it; if the store was
+   * unreachable, it is repeated in the background, so that a store back within WRITE_TRIES still
+   * gets the answer and replays it, rather than holding the key unknown.
+   */
   private async settle(key: string, write: () => Promise<boolean>): Promise<void> {
     try {
       if (!(await write())) this.events.leaseLost?.(key);
     } catch (err) {
       this.events.storeWriteFailed?.(key, err);
+      if (err instanceof StoreUnavailableError) this.retryLater(write);
     }
   }
 }

@@ -189,12 +189,31 @@ async function versus(
   return { result: mid, ratio, sent: results.reduce((n, r) => n + r.sent, 0) };
 }
 
-/** Top-level EVALSHA calls so far: every store operation of the gateway on Redis is one script call. */
+/**
+ * Top-level EVALSHA calls so far (every store operation of the gateway on Redis is one script call),
+ * and the WAITs that store.redis.replicas adds.
+ */
 async function scriptCalls(redisUrl: string): Promise<number> {
   const client = new Redis(redisUrl);
   try {
     const stats = await client.info("commandstats");
-    return Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+    const calls = (command: string) =>
+      Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    return calls("evalsha") + calls("wait");
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Waits (bounded) until the server at `redisUrl` has a replica in sync. */
+async function replicaOnline(redisUrl: string): Promise<void> {
+  const client = new Redis(redisUrl);
+  try {
+    for (let i = 0; i < 200; i++) {
+      if (/slave0:.*state=online/.test(await client.info("replication"))) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error("the replica did not come online within 10 s");
   } finally {
     client.disconnect();
   }
@@ -244,11 +263,23 @@ function table(rows: Row[]): string {
   return lines.map((l) => l.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join("  ")).join("\n");
 }
 
-async function startRedis(dir: string): Promise<Proc & { redisUrl: string }> {
+async function startRedis(dir: string, extra: string[] = []): Promise<Proc & { redisUrl: string }> {
   const port = 20_000 + Math.floor(Math.random() * 10_000);
   const p = await spawnListening(
     "redis-server",
-    ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir],
+    [
+      "--port",
+      String(port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      dir,
+      ...extra,
+    ],
     /(Ready to accept connections)/,
   );
   return { ...p, redisUrl: `redis://127.0.0.1:${port}` };
@@ -293,6 +324,16 @@ async function main(): Promise<void> {
       name: "replay, redis",
       ...(await versusCounted(redis.redisUrl, base0, `${gwRedis.url}/invoices`, replay)),
       target: 0.32,
+    });
+    // store.redis.replicas: 1, against a replica of the same server: what the WAIT costs.
+    const replicaOf = new URL(redis.redisUrl);
+    keep(await startRedis(dir, ["--replicaof", replicaOf.hostname, replicaOf.port]));
+    await replicaOnline(redis.redisUrl);
+    const durable = `{ kind: redis, redis: { url: "${redis.redisUrl}", prefix: "bench-r1:", replicas: 1 } }`;
+    const gwDurable = keep(await startGateway(b0.url, durable, dir));
+    rows.push({
+      name: "first attempt, redis, replicas: 1",
+      ...(await versusCounted(redis.redisUrl, base0, `${gwDurable.url}/invoices`, fresh("r1"))),
     });
     const rssMem = await peakRssMb(gwMem.proc.pid);
     const rssRedis = await peakRssMb(gwRedis.proc.pid);

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from "ioredis";
 import type { Config } from "../config/index.js";
+import { ConfigError } from "../errors.js";
 
 export type RedisSettings = Config["store"]["redis"];
 /** Either topology's client: both run the same commands and scripts. */
@@ -38,11 +39,20 @@ function tlsOptions(settings: RedisSettings, fromUrl: boolean): ConnectionOption
   const tls = settings.tls;
   if (tls === false || (tls === undefined && !fromUrl)) return undefined;
   if (tls === true || tls === undefined) return {};
-  const file = (path: string | undefined) => (path === undefined ? undefined : readFileSync(path));
+  const file = (field: string, path: string | undefined) => {
+    if (path === undefined) return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new ConfigError([
+        `store.redis.tls.${field}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`,
+      ]);
+    }
+  };
   return {
-    ...(tls.ca !== undefined ? { ca: file(tls.ca) } : {}),
-    ...(tls.cert !== undefined ? { cert: file(tls.cert) } : {}),
-    ...(tls.key !== undefined ? { key: file(tls.key) } : {}),
+    ...(tls.ca !== undefined ? { ca: file("ca", tls.ca) } : {}),
+    ...(tls.cert !== undefined ? { cert: file("cert", tls.cert) } : {}),
+    ...(tls.key !== undefined ? { key: file("key", tls.key) } : {}),
     ...(tls.servername !== undefined ? { servername: tls.servername } : {}),
   };
 }

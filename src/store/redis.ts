@@ -417,6 +417,12 @@ export class RedisStore implements IdempotencyStore {
    * the last moments that no write since has made good.
    */
   async health(): Promise<StoreHealth> {
+    if (this.redis.status !== "ready") {
+      return {
+        problems: [`not connected to redis (${this.where}): ${this.lastError ?? "connecting"}`],
+        warnings: [],
+      };
+    }
     const wanted: CheckWanted = { replicas: this.replicas, expectPrimary: this.topology !== "cluster" };
     const reports = await Promise.all(
       this.primaries().map((node) =>

@@ -100,7 +100,9 @@ async function main(): Promise<void> {
     const perEntry = Math.round(((await usedMemory(client)) - before) / 10_000);
     rows.push(`attempt-log entry (no payload): ${perEntry} bytes; the log keeps audit.attempts of them`);
     await log.close();
-    process.stdout.write(`redis-server ${(await client.info("server")).match(/redis_version:(\S+)/)?.[1]}, ${RECORDS} records each\n${rows.join("\n")}\n`);
+    process.stdout.write(
+      `redis-server ${(await client.info("server")).match(/redis_version:(\S+)/)?.[1]}, ${RECORDS} records each\n${rows.join("\n")}\n`,
+    );
   } finally {
     client.disconnect();
     const exited = once(server, "exit");

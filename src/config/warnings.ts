@@ -93,6 +93,13 @@ export function configWarnings(config: Config): string[] {
       "store.failMode: open: while the store is unreachable, requests are forwarded unprotected (duplicates possible)",
     );
   }
+  const redis = config.store.redis;
+  if (config.store.kind === "redis" && (redis.cluster || redis.sentinel) && redis.replicas === 0) {
+    out.push(
+      "store.redis.replicas is 0: a failover can lose a begin or an answer the primary had not yet " +
+        "replicated, and its retry executes again; set store.redis.replicas: 1",
+    );
+  }
   if (config.defaults.onUnknown === "retry") {
     out.push(
       "defaults.onUnknown: retry: a retry after an unknown outcome is forwarded again (at-least-once)",

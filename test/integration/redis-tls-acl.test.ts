@@ -77,8 +77,8 @@ beforeAll(async () => {
       join(dir, "ca.crt"),
       "--tls-auth-clients",
       "no",
-      // The default user is off; the gateway's user may touch its own keys and channels only, and
-      // may not run CONFIG or INFO.
+      // The default user is off; the gateway's user has what the README asks for (its own keys and
+      // channels, the command groups it uses, and TIME for the scripts), and no CONFIG or INFO.
       ...["--user", "default", "off"],
       ...[
         "--user",
@@ -87,9 +87,14 @@ beforeAll(async () => {
         ">a-long-gateway-password",
         "~tls:*",
         "&tls:*",
-        "+@all",
-        "-@admin",
-        "-@dangerous",
+        "+@read",
+        "+@write",
+        "+@scripting",
+        "+@pubsub",
+        "+@connection",
+        "+time",
+        "-info",
+        "-config",
       ],
     ],
   });

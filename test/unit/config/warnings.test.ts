@@ -118,6 +118,31 @@ describe("config warnings", () => {
     expect(w.join("\n")).toContain('routes[1] "k": key.header is false and there is no key.from');
   });
 
+  it("warns about a replicated Redis whose failover can lose a begin, unless replicas is set", () => {
+    const warned = (redis: Record<string, unknown>) =>
+      configWarnings(parseConfig({ ...base, store: { kind: "redis", redis } })).join("\n");
+    const lossy = /store\.redis\.replicas is 0: a failover can lose/;
+    expect(warned({ cluster: ["10.0.0.1:7000"] })).toMatch(lossy);
+    expect(warned({ sentinel: { nodes: ["10.0.0.1:26379"], name: "m" } })).toMatch(lossy);
+    expect(warned({ sentinel: { nodes: ["10.0.0.1:26379"], name: "m" }, replicas: 1 })).not.toMatch(lossy);
+    expect(warned({ url: "redis://10.0.0.1:6379" })).not.toMatch(lossy);
+  });
+
+  it("refuses a Redis config that names two topologies, and a node that is not host:port", () => {
+    expect(() =>
+      parseConfig({
+        ...base,
+        store: { kind: "redis", redis: { cluster: ["a:1"], sentinel: { nodes: ["b:2"], name: "m" } } },
+      }),
+    ).toThrow(/store\.redis: choose one of cluster and sentinel/);
+    expect(() => parseConfig({ ...base, store: { kind: "redis", redis: { cluster: ["no-port"] } } })).toThrow(
+      /store\.redis\.cluster\[0\]: expected host:port/,
+    );
+    expect(() => parseConfig({ ...base, store: { kind: "redis", redis: { url: "http://x" } } })).toThrow(
+      /store\.redis\.url: expected a redis:\/\/ or rediss:\/\/ URL/,
+    );
+  });
+
   it("finds the shipped config and every example valid and free of warnings", async () => {
     const root = fileURLToPath(new URL("../../../config/", import.meta.url));
     const files = [

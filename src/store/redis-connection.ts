@@ -79,6 +79,10 @@ export function connectRedis(settings: RedisSettings, timing: ClientTiming): Red
     commandTimeout: timing.commandTimeoutMs,
     connectTimeout: timing.connectTimeoutMs,
     retryStrategy: (times: number) => Math.min(50 * 2 ** times, 1_000),
+    // A primary demoted under us answers READONLY: reconnect, to whatever the sentinels (or, for a
+    // managed service's DNS name, the resolver) now name. The refused command is not resent (with no
+    // offline queue it could not be); it changed nothing, and fails as STORE_REFUSED.
+    reconnectOnError: (err: Error) => (err.message.startsWith("READONLY") ? 1 : false),
   };
   // Subscriptions are made before the store is up and kept across reconnects.
   const subscriberBase: RedisOptions = { ...base, enableOfflineQueue: true, commandTimeout: undefined };
@@ -114,9 +118,6 @@ export function connectRedis(settings: RedisSettings, timing: ClientTiming): Red
       ...(tls ? { enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
       // Follow +switch-master at once rather than at the next failed command.
       failoverDetector: true,
-      // A primary demoted under us answers READONLY: reconnect (the sentinels name the new one) and resend.
-      // Safe: a write refused as READONLY changed nothing.
-      reconnectOnError: (err: Error) => (err.message.startsWith("READONLY") ? 2 : false),
     };
     return {
       topology: "sentinel",

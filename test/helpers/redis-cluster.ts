@@ -3,8 +3,7 @@ import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { Redis } from "ioredis";
-import { freePort, type RedisServer, requireRedisServer, spawnRedisServer, until } from "./redis.js";
+import { ask, freePort, type RedisServer, requireRedisServer, spawnRedisServer, until } from "./redis.js";
 
 const run = promisify(execFile);
 
@@ -74,16 +73,6 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     throw err;
   }
 
-  const ask = async <T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> => {
-    const r = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0 });
-    r.on("error", () => {});
-    try {
-      await r.connect();
-      return await fn(r);
-    } finally {
-      r.disconnect();
-    }
-  };
   // [first slot, last slot, primary [host, port, id], ...replicas]
   type Node = [string, number, ...unknown[]];
   type SlotRange = [number, number, Node, ...Node[]];

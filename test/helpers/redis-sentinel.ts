@@ -1,8 +1,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Redis } from "ioredis";
-import { freePort, type RedisServer, requireRedisServer, spawnRedisServer, until } from "./redis.js";
+import { ask, freePort, type RedisServer, requireRedisServer, spawnRedisServer, until } from "./redis.js";
 
 export const SENTINEL_NAME = "idem";
 
@@ -32,16 +31,6 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
   const [primaryPort, replicaPort, sentinelPort] = [await freePort(), await freePort(), await freePort()];
   const servers: RedisServer[] = [];
   const byPort = new Map<number, RedisServer>();
-  const ask = async <T>(port: number, fn: (r: Redis) => Promise<T>): Promise<T> => {
-    const r = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0 });
-    r.on("error", () => {});
-    try {
-      await r.connect();
-      return await fn(r);
-    } finally {
-      r.disconnect();
-    }
-  };
   const primary = async () => {
     const [, port] = (await ask(sentinelPort, (r) =>
       r.call("SENTINEL", "get-master-addr-by-name", SENTINEL_NAME),

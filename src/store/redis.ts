@@ -93,7 +93,7 @@ export class RedisStore implements IdempotencyStore {
     };
     const base = options.commandTimeoutMs ?? 2_000;
     const conns = connectRedis(settings, {
-      // A WAIT rides with the command it confirms: give it its time on top.
+      // A command may queue behind a WAIT on its connection: give it that time on top.
       commandTimeoutMs: this.replicas > 0 ? base + this.replicaTimeoutMs : base,
       connectTimeoutMs: 2_000,
     });

@@ -89,6 +89,7 @@ async function load(file: string, flags: Overrides): Promise<Config> {
     store: flags.store ?? env.store,
     redis: flags.redis ?? env.redis,
     redisPassword: env.redisPassword,
+    auditPostgres: env.auditPostgres,
     adminPort: flags.adminPort ?? env.adminPort,
     adminToken: env.adminToken,
     logLevel: env.logLevel,
@@ -282,6 +283,27 @@ async function checkStore(config: Config): Promise<void> {
   }
 }
 
+/** migrate: applies the CallbackLog's migrations to audit.postgres.url, and says which. */
+async function migrateCommand(opts: { config: string }): Promise<void> {
+  const config = await load(opts.config, {});
+  const url = config.audit.postgres.url;
+  if (!url) fail("migrate: no database: set audit.postgres.url or AUDIT_POSTGRES_URL");
+  const { default: pg } = await import("pg");
+  const { migrate } = await import("./audit/migrate.js");
+  const pool = new pg.Pool({ connectionString: url, connectionTimeoutMillis: 5_000, max: 1 });
+  pool.on("error", () => {});
+  try {
+    const applied = await migrate(pool);
+    process.stdout.write(
+      applied.length > 0 ? `applied: ${applied.join(", ")}\n` : "the database is up to date\n",
+    );
+  } catch (err) {
+    fail(`migrate: ${(err as Error).message}`);
+  } finally {
+    await pool.end();
+  }
+}
+
 interface DemoBackendFlags {
   host: string;
   port: number;
@@ -401,7 +423,8 @@ async function inspectCommand(route: string, keys: string[], opts: InspectFlags)
       fail(`--json: ${text} is not a JSON value`);
     }
   };
-  const byHeader = opts.headerKey || !compiled || compiled.settings.key.from.length === 0;
+  // A route this config does not know is left to the gateway, which knows how it keys requests.
+  const byHeader = opts.headerKey || (compiled !== undefined && compiled.settings.key.from.length === 0);
   const body = {
     route,
     ...(byHeader ? { header: keys[0] } : { key: keys.map(value) }),
@@ -457,6 +480,12 @@ export function buildCli(): Command {
     .option("--body <file>", "request body for --explain")
     .option("--header <line>", 'request header for --explain, "Name: value" (repeatable)', headerPair)
     .action(checkConfigCommand);
+
+  program
+    .command("migrate")
+    .description("create or update the CallbackLog table in audit.postgres.url (AUDIT_POSTGRES_URL)")
+    .option("--config <file>", "YAML config", process.env.CONFIG || EMBEDDED_CONFIG)
+    .action(migrateCommand);
 
   program
     .command("demo-backend")

@@ -13,6 +13,7 @@ export interface Overrides {
   store?: string | undefined;
   redis?: string | undefined;
   redisPassword?: string | undefined;
+  auditPostgres?: string | undefined;
   adminPort?: number | undefined;
   adminToken?: string | undefined;
   logLevel?: string | undefined;
@@ -37,6 +38,7 @@ export function envOverrides(env: NodeJS.ProcessEnv = process.env): Overrides {
     store: env.STORE || undefined,
     redis: env.REDIS_URL || undefined,
     redisPassword: env.REDIS_PASSWORD || undefined,
+    auditPostgres: env.AUDIT_POSTGRES_URL || undefined,
     adminPort: number(env.ADMIN_PORT),
     adminToken: env.ADMIN_TOKEN || undefined,
     logLevel: env.LOG_LEVEL || undefined,
@@ -58,6 +60,7 @@ function applyOverrides(raw: Raw, o: Overrides): void {
   if (o.store !== undefined) child(raw, "store").kind = o.store;
   if (o.redis !== undefined) child(child(raw, "store"), "redis").url = o.redis;
   if (o.redisPassword !== undefined) child(child(raw, "store"), "redis").password = o.redisPassword;
+  if (o.auditPostgres !== undefined) child(child(raw, "audit"), "postgres").url = o.auditPostgres;
   if (o.adminPort !== undefined) child(raw, "admin").port = o.adminPort;
   if (o.adminToken !== undefined) child(raw, "admin").token = o.adminToken;
   if (o.logLevel !== undefined) child(raw, "log").level = o.logLevel;

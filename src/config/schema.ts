@@ -452,6 +452,41 @@ export const configSchema = z.strictObject({
           "Keep request bodies in the attempt log. Off by default: they hold personal and financial data.",
         ),
       attempts: z.number().int().min(0).default(10_000).describe("How many attempt-log entries are kept."),
+      sink: z
+        .enum(["store", "postgres"])
+        .default("store")
+        .describe(
+          "Where the attempt log goes: store (a capped log in the store, a debugging aid) or postgres " +
+            "(the CallbackLog table, an audit trail). By default, store.",
+        ),
+      postgres: z
+        .strictObject({
+          url: z
+            .string()
+            .refine((v) => /^postgres(ql)?:\/\//.test(v), "expected a postgres:// URL")
+            .optional()
+            .describe("The database; AUDIT_POSTGRES_URL overrides it."),
+          spool: z
+            .string()
+            .default("callback-log.spool")
+            .describe(
+              "File that keeps rows while the database is unreachable, replayed when it is back. By default, callback-log.spool.",
+            ),
+          spoolMaxBytes: size
+            .prefault("1gb")
+            .describe("Most bytes the spool may hold; rows beyond it are counted as lost. By default, 1gb."),
+          retention: duration
+            .prefault("90d")
+            .describe("How long rows are kept; older ones are deleted in small batches. By default, 90d."),
+          migrate: z
+            .boolean()
+            .default(true)
+            .describe("Apply the shipped migrations at start (under an advisory lock). By default, true."),
+        })
+        .prefault({}),
+    })
+    .refine((a) => a.sink !== "postgres" || a.postgres.url !== undefined, {
+      message: "postgres.url is required when sink is postgres (or set AUDIT_POSTGRES_URL)",
     })
     .prefault({}),
   admin: z

@@ -3,6 +3,7 @@ import type { Server } from "node:net";
 import { type ServerType, serve } from "@hono/node-server";
 import { Hono, type MiddlewareHandler } from "hono";
 import { z } from "zod";
+import type { PostgresCallbackLog } from "../audit/callback-log.js";
 import { type CompiledRoute, FALLBACK_ROUTE_NAME, formatPath, type RouteTable } from "../config/index.js";
 import { storeKeyFor } from "../idempotency/index.js";
 import { type IdempotencyStore, RecordState, type StoredRecord } from "../store/index.js";
@@ -20,6 +21,8 @@ export interface AdminDeps {
   unprotectedForwards(): number;
   /** Whether the upstream accepts connections. */
   upstreamReachable(): Promise<{ reachable: boolean; error?: string }>;
+  /** The CallbackLog, when audit.sink is postgres: attempts are read from it. */
+  callbackLog?: PostgresCallbackLog | undefined;
 }
 
 function problem(
@@ -166,15 +169,25 @@ export function createAdminApp(deps: AdminDeps): Hono {
     const [store, upstream] = await Promise.all([storeReadiness(deps.store), deps.upstreamReachable()]);
     const storeOk = store.reachable && store.problems.length === 0;
     const ready = storeOk && upstream.reachable;
+    const audit = deps.callbackLog?.health();
+    // A CallbackLog that spools or lost rows does not stop requests: still 200, but said.
     const status = ready
-      ? "ready"
+      ? audit?.degraded
+        ? "degraded"
+        : "ready"
       : !store.reachable
         ? "store unreachable"
         : !storeOk
           ? "store refusing"
           : "upstream unreachable";
     return c.json(
-      { status, store, upstream, unprotectedForwards: deps.unprotectedForwards() },
+      {
+        status,
+        store,
+        upstream,
+        ...(audit ? { audit } : {}),
+        unprotectedForwards: deps.unprotectedForwards(),
+      },
       ready ? 200 : 503,
     );
   });
@@ -193,9 +206,11 @@ export function createAdminApp(deps: AdminDeps): Hono {
     const route = routeNamed(ref.route);
     if (!route)
       return problem(404, "NO_SUCH_ROUTE", "No such route", `there is no route named "${ref.route}"`);
+    // Key values given for a route keyed by its header are that header's value.
+    const header = ref.header ?? (route.settings.key.from.length === 0 ? ref.key?.[0] : undefined);
     const storeKey =
-      ref.header !== undefined
-        ? storeKeyFor(route.name, ref.scope, "header", [ref.header], ref.identity)
+      header !== undefined
+        ? storeKeyFor(route.name, ref.scope, "header", [header], ref.identity)
         : storeKeyFor(route.name, ref.scope, "derived", ref.key ?? [], ref.identity);
     return { route, storeKey };
   }
@@ -207,9 +222,15 @@ export function createAdminApp(deps: AdminDeps): Hono {
     if (at instanceof Response) return at;
     const [record, recent] = await Promise.all([
       deps.store.get(at.storeKey),
-      deps.store.recentAttempts({ storeKey: at.storeKey, limit: 20 }),
+      deps.callbackLog
+        ? deps.callbackLog.query({ storeKey: at.storeKey, limit: 20 })
+        : deps.store.recentAttempts({ storeKey: at.storeKey, limit: 20 }),
     ]);
     if (!record) {
+      // The record may be gone (its ttl ended) while the CallbackLog still tells what happened.
+      if (recent.length > 0) {
+        return c.json({ route: at.route.name, storeKey: at.storeKey, state: "gone", recentAttempts: recent });
+      }
       return problem(
         404,
         "NO_SUCH_KEY",
@@ -220,21 +241,56 @@ export function createAdminApp(deps: AdminDeps): Hono {
     return c.json({ ...describeRecord(at.route.name, at.storeKey, record), recentAttempts: recent });
   });
 
-  const attemptQuery = z.strictObject({
+  const time = z.union([z.iso.datetime({ offset: true }), z.iso.date()]).transform((v) => Date.parse(v));
+  const attemptQuery = z.looseObject({
     route: z.string().optional(),
     outcome: z.string().optional(),
     key: z.string().optional().describe("a stored key (hash), as lookups and logs show it"),
+    from: time.optional(),
+    to: time.optional(),
     limit: z.coerce.number().int().min(1).max(1000).default(50),
   });
   app.get("/attempts", async (c) => {
-    const query = attemptQuery.safeParse(c.req.query());
+    const raw = c.req.query();
+    const query = attemptQuery.safeParse(raw);
     if (!query.success) {
       const first = query.error.issues[0];
       const detail = `${formatPath(first?.path ?? [])}: ${first?.message ?? "invalid"}`;
       return problem(400, "INVALID_ADMIN_REQUEST", "Invalid admin request", detail);
     }
-    const { route, outcome, key, limit } = query.data;
-    return c.json({ attempts: await deps.store.recentAttempts({ route, outcome, storeKey: key, limit }) });
+    const { route, outcome, key, from, to, limit } = query.data;
+    // field.invoiceNumber=4711: rows whose key fields hold that value.
+    const fields = Object.fromEntries(
+      Object.entries(raw)
+        .filter(([name]) => name.startsWith("field."))
+        .map(([name, value]) => [name.slice("field.".length), value]),
+    );
+    const unknown = Object.keys(raw).find((n) => !n.startsWith("field.") && !(n in attemptQuery.shape));
+    if (unknown !== undefined) {
+      return problem(400, "INVALID_ADMIN_REQUEST", "Invalid admin request", `${unknown}: unknown parameter`);
+    }
+    const byFieldOrTime = Object.keys(fields).length > 0 || from !== undefined || to !== undefined;
+    if (!deps.callbackLog) {
+      if (byFieldOrTime) {
+        return problem(
+          400,
+          "INVALID_ADMIN_REQUEST",
+          "Invalid admin request",
+          "field.* and from/to need the CallbackLog (audit.sink: postgres)",
+        );
+      }
+      return c.json({ attempts: await deps.store.recentAttempts({ route, outcome, storeKey: key, limit }) });
+    }
+    const attempts = await deps.callbackLog.query({
+      route,
+      outcome,
+      storeKey: key,
+      fields: Object.keys(fields).length > 0 ? fields : undefined,
+      from,
+      to,
+      limit,
+    });
+    return c.json({ attempts });
   });
 
   app.post("/keys/purge", async (c) => {

@@ -331,6 +331,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       return;
     }
     ev.storeKey = key.storeKey;
+    ev.keyKind = key.kind;
     ev.material = key.material;
     ev.scope = key.scope;
     ev.identity = key.identity;
@@ -365,19 +366,50 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     const requestId = requestIdOf(incoming);
     c.set("requestId", requestId);
     const method = incoming.method as string;
-    const { path, rawQuery } = normalizeTarget(incoming.url as string);
-    const { route, params } = routes.match(method, path);
-    c.set("route", route);
-    if (route.fallback && routes.unmatched === "reject") throw new NoRouteError();
-    refuseUntrustedHeaders(incoming);
-    const header = headerReader(incoming);
-    // Unmatched requests are guarded only when they carry a key: then they are protected (or would be,
-    // under the method they claim).
-    const keyHeader = route.settings.key.header;
-    const guarded = route.fallback
-      ? keyHeader !== false && header(keyHeader.toLowerCase()) !== undefined
-      : route.protect;
-    refuseAmbiguous(route, guarded, incoming);
+    let routeName = "(none)";
+    let target = String(incoming.url);
+    const refused = (err: unknown): never => {
+      // A request refused before it was protected or passed on is told to the observers too: an
+      // audit trail has a row for every request that a route could have protected.
+      if (err instanceof GatewayError) {
+        deps.observe({
+          time: Date.now(),
+          requestId,
+          route: routeName,
+          method,
+          path: target,
+          outcome: RequestOutcome.Rejected,
+          status: err.status,
+          errorCode: err.code,
+          totalMs: 0,
+        });
+      }
+      throw err;
+    };
+    let path: string;
+    let rawQuery: string;
+    let route: CompiledRoute;
+    let params: Record<string, string>;
+    let header: ReturnType<typeof headerReader>;
+    try {
+      ({ path, rawQuery } = normalizeTarget(target));
+      target = path;
+      ({ route, params } = routes.match(method, path));
+      routeName = route.name;
+      c.set("route", route);
+      if (route.fallback && routes.unmatched === "reject") throw new NoRouteError();
+      refuseUntrustedHeaders(incoming);
+      header = headerReader(incoming);
+      // Unmatched requests are guarded only when they carry a key: then they are protected (or would
+      // be, under the method they claim).
+      const keyHeader = route.settings.key.header;
+      const guarded = route.fallback
+        ? keyHeader !== false && header(keyHeader.toLowerCase()) !== undefined
+        : route.protect;
+      refuseAmbiguous(route, guarded, incoming);
+    } catch (err) {
+      return refused(err);
+    }
     if (!isProtected(route, method, header))
       return passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
 
@@ -405,6 +437,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     } catch (err) {
       ev.outcome = outcomeOfError(err);
       ev.status = err instanceof GatewayError ? err.status : 500;
+      ev.errorCode = err instanceof GatewayError ? err.code : "INTERNAL";
       // An answer too large to store went to this caller as it arrived: nothing more to say.
       if (err instanceof ResponseTooLargeError && err.delivered) ev.status = err.upstreamStatus;
       else throw err;

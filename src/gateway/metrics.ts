@@ -60,6 +60,11 @@ export class GatewayMetrics {
     help: "Completed records the memory store evicted before their TTL to stay within its bounds (a retry of one executes again)",
     registers: [this.registry],
   });
+  readonly auditLost = new Counter({
+    name: `${PREFIX}audit_rows_lost_total`,
+    help: "CallbackLog rows lost because the database was unreachable and the spool was full",
+    registers: [this.registry],
+  });
   readonly replicaShortfalls = new Counter({
     name: `${PREFIX}store_replica_shortfalls_total`,
     help: "Begins (refused) and answers (sent) that did not reach store.redis.replicas replicas in time",

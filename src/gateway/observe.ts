@@ -47,6 +47,8 @@ export interface RequestEvent {
   storeKey?: string | undefined;
   /** The key material as the operator knows it (header value or business fields). */
   material?: readonly unknown[] | undefined;
+  /** Whether the material is the key header's value or the route's key fields. */
+  keyKind?: "header" | "derived" | undefined;
   scope?: readonly unknown[] | undefined;
   /** Hash of the caller's identity values, never the credential. */
   identity?: string | undefined;
@@ -55,6 +57,8 @@ export interface RequestEvent {
   /** Time spent waiting on the upstream; undefined when it was not called. */
   upstreamMs?: number | undefined;
   totalMs: number;
+  /** The error the gateway answered with, if any. */
+  errorCode?: string | undefined;
   /** The request body, only with audit.payloads: true. */
   payload?: string | undefined;
 }

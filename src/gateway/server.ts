@@ -3,7 +3,9 @@ import type { AddressInfo, Server } from "node:net";
 import { serve } from "@hono/node-server";
 import { type Logger, pino } from "pino";
 import type { Registry } from "prom-client";
-import { type Config, RouteTable } from "../config/index.js";
+import { PostgresCallbackLog } from "../audit/callback-log.js";
+import { callbackRow } from "../audit/rows.js";
+import { type CompiledRoute, type Config, RouteTable } from "../config/index.js";
 import { IdempotencyEngine } from "../idempotency/index.js";
 import { TrustedProxies, Upstream } from "../proxy/index.js";
 import { createStore, type IdempotencyStore } from "../store/index.js";
@@ -35,6 +37,30 @@ export interface StartOptions {
   logger?: Logger;
   /** A store made elsewhere (tests); by default one is made from the config. */
   store?: IdempotencyStore;
+}
+
+/** The CallbackLog (audit.sink: postgres); rows lost to a full spool are counted. */
+async function openCallbackLog(
+  config: Config,
+  logger: Logger,
+  metrics: GatewayMetrics,
+  store: IdempotencyStore,
+): Promise<PostgresCallbackLog> {
+  const pg = config.audit.postgres;
+  try {
+    return await PostgresCallbackLog.open({
+      url: pg.url as string,
+      spool: pg.spool,
+      spoolMaxBytes: pg.spoolMaxBytes,
+      retentionMs: pg.retention,
+      migrate: pg.migrate,
+      logger,
+      onLost: (rows) => metrics.auditLost.inc(rows),
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
 }
 
 /** The process's logger: JSON lines, or human-readable ones only when asked (log.pretty). */
@@ -90,10 +116,18 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   engineRef.engine = engine;
   let unprotected = 0;
   const attempts = new AttemptLog(measured, logger);
+  const callbackLog =
+    config.audit.sink === "postgres" ? await openCallbackLog(config, logger, metrics, store) : undefined;
+  const routes = new RouteTable(config);
+  const routeNamed = new Map<string, CompiledRoute>([
+    ...routes.routes.map((r) => [r.name, r] as const),
+    [routes.fallback.name, routes.fallback],
+  ]);
   const observe = (ev: RequestEvent) => {
     if (ev.outcome === RequestOutcome.Unprotected) unprotected++;
     metrics.observe(ev);
-    if (config.audit.attempts > 0) attempts.add(ev);
+    if (callbackLog) callbackLog.add(callbackRow(ev, routeNamed.get(ev.route)));
+    else if (config.audit.attempts > 0) attempts.add(ev);
     logger.info(
       {
         requestId: ev.requestId,
@@ -109,7 +143,6 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       "protected request",
     );
   };
-  const routes = new RouteTable(config);
   const app = createApp({
     routes,
     engine,
@@ -132,12 +165,14 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
             token: config.admin.token,
             unprotectedForwards: () => unprotected,
             upstreamReachable: () => upstream.reachable(),
+            callbackLog,
           },
           config.admin.host,
           config.admin.port,
         );
   const admin = await startingAdmin?.catch(async (err: unknown) => {
     await upstream.close();
+    await callbackLog?.close();
     await store.close();
     throw err;
   });
@@ -176,6 +211,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   } catch (err) {
     if (admin) await new Promise<void>((resolve) => admin.server.close(() => resolve()));
     await upstream.close();
+    await callbackLog?.close();
     await store.close();
     throw err;
   }
@@ -187,7 +223,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     port: info.port,
     adminUrl: admin?.url,
     unprotectedForwards: () => unprotected,
-    flushAttempts: () => attempts.flush(),
+    flushAttempts: () => callbackLog?.flush() ?? attempts.flush(),
     metricsRegistry: metrics.registry,
     store,
     engine,
@@ -201,6 +237,8 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
         if ("closeAllConnections" in server) server.closeAllConnections();
         await closed;
         await attempts.flush();
+        // Every row of this process reaches the database or the spool before it exits.
+        await callbackLog?.close();
         if (admin) await new Promise<void>((resolve) => admin.server.close(() => resolve()));
         await upstream.close();
         await store.close();

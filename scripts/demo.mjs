@@ -1,5 +1,6 @@
-// `npm run demo`: the demo invoice backend on :9000 and the gateway (embedded store, or Redis with
-// STORE=redis) on :8080 in front of it. Prints what to try; Ctrl-C stops both.
+// `npm run demo`: the demo invoice backend on :9000 and the gateway (embedded store; Redis with
+// STORE=redis; PostgreSQL with STORE=postgres, at STORE_POSTGRES_URL) on :8080 in front of it.
+// Prints what to try; Ctrl-C stops both.
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 

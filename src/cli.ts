@@ -90,6 +90,7 @@ async function load(file: string, flags: Overrides): Promise<Config> {
     redis: flags.redis ?? env.redis,
     redisPassword: env.redisPassword,
     auditPostgres: env.auditPostgres,
+    storePostgres: env.storePostgres,
     adminPort: flags.adminPort ?? env.adminPort,
     adminToken: env.adminToken,
     logLevel: env.logLevel,

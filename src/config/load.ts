@@ -14,6 +14,7 @@ export interface Overrides {
   redis?: string | undefined;
   redisPassword?: string | undefined;
   auditPostgres?: string | undefined;
+  storePostgres?: string | undefined;
   adminPort?: number | undefined;
   adminToken?: string | undefined;
   logLevel?: string | undefined;
@@ -39,6 +40,7 @@ export function envOverrides(env: NodeJS.ProcessEnv = process.env): Overrides {
     redis: env.REDIS_URL || undefined,
     redisPassword: env.REDIS_PASSWORD || undefined,
     auditPostgres: env.AUDIT_POSTGRES_URL || undefined,
+    storePostgres: env.STORE_POSTGRES_URL || undefined,
     adminPort: number(env.ADMIN_PORT),
     adminToken: env.ADMIN_TOKEN || undefined,
     logLevel: env.LOG_LEVEL || undefined,
@@ -61,6 +63,7 @@ function applyOverrides(raw: Raw, o: Overrides): void {
   if (o.redis !== undefined) child(child(raw, "store"), "redis").url = o.redis;
   if (o.redisPassword !== undefined) child(child(raw, "store"), "redis").password = o.redisPassword;
   if (o.auditPostgres !== undefined) child(child(raw, "audit"), "postgres").url = o.auditPostgres;
+  if (o.storePostgres !== undefined) child(child(raw, "store"), "postgres").url = o.storePostgres;
   if (o.adminPort !== undefined) child(raw, "admin").port = o.adminPort;
   if (o.adminToken !== undefined) child(raw, "admin").token = o.adminToken;
   if (o.logLevel !== undefined) child(raw, "log").level = o.logLevel;

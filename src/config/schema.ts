@@ -414,8 +414,23 @@ export const configSchema = z.strictObject({
   ),
   store: z
     .strictObject({
-      kind: z.enum(["memory", "redis"]).default("memory"),
+      kind: z.enum(["memory", "redis", "postgres"]).default("memory"),
       redis: redisSchema,
+      postgres: z
+        .strictObject({
+          url: z
+            .string()
+            .refine((v) => /^postgres(ql)?:\/\//.test(v), "expected a postgres:// URL")
+            .default("postgres://127.0.0.1:5432/postgres")
+            .describe(
+              "The database; STORE_POSTGRES_URL overrides it. By default, postgres://127.0.0.1:5432/postgres.",
+            ),
+          migrate: z
+            .boolean()
+            .default(true)
+            .describe("Apply the shipped migrations at start (under an advisory lock). By default, true."),
+        })
+        .prefault({}),
       memory: z
         .strictObject({
           maxEntries: z

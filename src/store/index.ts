@@ -12,7 +12,10 @@ export interface CreateStoreOptions {
   onShortfall?: (step: "begin" | "complete") => void;
 }
 
-/** The one way into a store. The Redis store is loaded only when asked for, so memory never pulls in ioredis. */
+/**
+ * The one way into a store. The Redis and PostgreSQL stores are loaded only when asked for, so the
+ * memory store never pulls in their clients.
+ */
 export async function createStore(
   config: Config["store"],
   options: CreateStoreOptions = {},
@@ -24,6 +27,16 @@ export async function createStore(
       maxEntries: config.memory.maxEntries,
       maxBytes: config.memory.maxBytes,
     });
+  }
+  if (config.kind === "postgres") {
+    const { PostgresStore } = await import("./postgres.js");
+    const store = new PostgresStore({
+      url: config.postgres.url,
+      migrate: config.postgres.migrate,
+      attemptCapacity: options.attemptCapacity,
+    });
+    await store.connect();
+    return store;
   }
   const { RedisStore } = await import("./redis.js");
   const store = new RedisStore({

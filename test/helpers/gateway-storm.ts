@@ -14,10 +14,10 @@ export interface StormShape {
 
 /**
  * Three gateway processes on one shared store, a storm of `keys` x `copies` concurrent copies spread
- * over them: each key executes once, and every copy gets the same answer. `redis` is the YAML of
- * store.redis (a flow mapping), read when the suite starts.
+ * over them: each key executes once, and every copy gets the same answer. `store` is the YAML of
+ * `store` (a flow mapping), read when the suite starts.
  */
-export function describeThreeGatewayStorm(name: string, redis: () => string, shape: StormShape): void {
+export function describeThreeGatewayStorm(name: string, store: () => string, shape: StormShape): void {
   let upstream: Awaited<ReturnType<typeof startCountingUpstream>>;
   const gateways: GatewayProcess[] = [];
 
@@ -28,7 +28,7 @@ export function describeThreeGatewayStorm(name: string, redis: () => string, sha
       const config = join(dir, "gateway.yaml");
       await writeFile(
         config,
-        `upstream: { url: "${upstream.url}" }\nstore: { kind: redis, redis: ${redis()} }\nlog: { level: warn }\nadmin: { port: 0 }\n`,
+        `upstream: { url: "${upstream.url}" }\nstore: ${store()}\nlog: { level: warn }\nadmin: { port: 0 }\n`,
       );
       for (let i = 0; i < 3; i++) gateways.push(await spawnServe(["--config", config, "--port", "0"]));
     }, 60_000);

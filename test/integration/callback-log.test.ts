@@ -36,7 +36,8 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 beforeEach(async () => {
-  await sql.query("DROP TABLE IF EXISTS callback_log, idempotency_gateway_migrations");
+  // Every test starts from an empty database: the migrations run again.
+  await sql.query("DROP SCHEMA public CASCADE; CREATE SCHEMA public");
 });
 
 const rows = async (where = "true") =>
@@ -219,7 +220,7 @@ describe("the CallbackLog", () => {
 
   it("deletes rows past the retention, and migrate applies the schema once", async () => {
     const first = await runCli(["migrate"], { AUDIT_POSTGRES_URL: db.url });
-    expect(first.stdout.trim(), first.stderr).toBe("applied: 001_callback_log.sql");
+    expect(first.stdout.trim(), first.stderr).toBe("applied: 001_callback_log.sql, 002_store.sql");
     const again = await runCli(["migrate"], { AUDIT_POSTGRES_URL: db.url });
     expect(again.stdout.trim()).toBe("the database is up to date");
     await sql.query(

@@ -10,8 +10,12 @@ afterAll(async () => {
   await redis?.close();
 });
 
-describeThreeGatewayStorm("one Redis", () => `{ url: "${redis.url}", prefix: "multi:" }`, {
-  keys: 300,
-  copies: 10,
-  keysAtOnce: 50,
-});
+describeThreeGatewayStorm(
+  "one Redis",
+  () => `{ kind: redis, redis: { url: "${redis.url}", prefix: "multi:" } }`,
+  {
+    keys: 300,
+    copies: 10,
+    keysAtOnce: 50,
+  },
+);

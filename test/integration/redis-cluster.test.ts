@@ -95,7 +95,8 @@ describe("redis cluster", () => {
 
 describeThreeGatewayStorm(
   "a Redis Cluster",
-  () => `{ cluster: [${cluster.seeds.map((s) => `"${s}"`).join(", ")}], prefix: "multi:" }`,
+  () =>
+    `{ kind: redis, redis: { cluster: [${cluster.seeds.map((s) => `"${s}"`).join(", ")}], prefix: "multi:" } }`,
   {
     keys: 200,
     copies: 10,

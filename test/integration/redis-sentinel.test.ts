@@ -56,7 +56,8 @@ describe("redis sentinel", () => {
 
 describeThreeGatewayStorm(
   "Redis with Sentinel",
-  () => `{ sentinel: { nodes: ["${sentinel.sentinels[0]}"], name: ${sentinel.name} }, prefix: "multi:" }`,
+  () =>
+    `{ kind: redis, redis: { sentinel: { nodes: ["${sentinel.sentinels[0]}"], name: ${sentinel.name} }, prefix: "multi:" } }`,
   { keys: 200, copies: 10, keysAtOnce: 50 },
 );
 

@@ -13,6 +13,7 @@ import * as hdr from "hdr-histogram-js";
 import { Redis } from "ioredis";
 import { Agent, Pool, request } from "undici";
 import { DEFAULT_BODY, Pattern, runStorm } from "../src/storm/index.js";
+import { startPostgres, type TestPostgres } from "../test/helpers/postgres.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 2_000);
@@ -294,6 +295,7 @@ async function main(): Promise<void> {
   };
   const rows: Row[] = [];
   const say = (text: string) => process.stderr.write(`${text}\n`);
+  let postgres: TestPostgres | undefined;
   try {
     const redis = keep(await startRedis(dir));
     const memory = "{ kind: memory }";
@@ -335,6 +337,16 @@ async function main(): Promise<void> {
       name: "first attempt, redis, replicas: 1",
       ...(await versusCounted(redis.redisUrl, base0, `${gwDurable.url}/invoices`, fresh("r1"))),
     });
+    // The PostgreSQL store, on a private PostgreSQL (initdb, pg_ctl; or PG_URL).
+    postgres = await startPostgres();
+    const gwPg = keep(
+      await startGateway(b0.url, `{ kind: postgres, postgres: { url: "${postgres.url}" } }`, dir),
+    );
+    rows.push({
+      name: "first attempt, postgres",
+      ...(await versus(base0, `${gwPg.url}/invoices`, fresh("p"))),
+    });
+    rows.push({ name: "replay, postgres", ...(await versus(base0, `${gwPg.url}/invoices`, replay)) });
     const rssMem = await peakRssMb(gwMem.proc.pid);
     const rssRedis = await peakRssMb(gwRedis.proc.pid);
     (rows[3] as Row).rss = rssMem;
@@ -433,6 +445,7 @@ async function main(): Promise<void> {
       );
   } finally {
     await Promise.all(procs.map((p) => p.stop()));
+    await postgres?.close();
     await rm(dir, { recursive: true, force: true });
   }
 }

@@ -51,6 +51,11 @@ export interface GatewayDeps {
   logger: Logger;
   /** Told once about every protected request: logs, metrics, attempt log. */
   observe: Observer;
+  /**
+   * Told about requests passed through on a route that protects others (a GET on /invoices): the
+   * CallbackLog keeps them too. Unset, nothing is done for them.
+   */
+  auditPassThrough?: Observer;
   /** Keep request bodies in the attempt log (audit.payloads). */
   auditPayloads?: boolean;
   /** Peers whose forwarding headers, and `trustedHeaders`, are believed (trustProxy). */
@@ -410,8 +415,32 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     } catch (err) {
       return refused(err);
     }
-    if (!isProtected(route, method, header))
-      return passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
+    if (!isProtected(route, method, header)) {
+      const audit = route.fallback ? undefined : deps.auditPassThrough;
+      if (!audit) return passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
+      const ev: RequestEvent = {
+        time: Date.now(),
+        requestId,
+        route: route.name,
+        method,
+        path,
+        outcome: RequestOutcome.Passed,
+        status: 0,
+        totalMs: 0,
+      };
+      const started = performance.now();
+      try {
+        return await passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
+      } catch (err) {
+        ev.errorCode = err instanceof GatewayError ? err.code : "INTERNAL";
+        ev.status = err instanceof GatewayError ? err.status : 500;
+        throw err;
+      } finally {
+        ev.status ||= outgoing.statusCode;
+        ev.totalMs = performance.now() - started;
+        audit(ev);
+      }
+    }
 
     const started = performance.now();
     const ev: RequestEvent = {

@@ -32,6 +32,8 @@ export const RequestOutcome = {
   Unknown: "unknown",
   /** Forwarded without protection because the store was unreachable (failMode: open). */
   Unprotected: "unprotected",
+  /** Not protected (its method is not), passed through on a route that protects others. */
+  Passed: "passed",
   Error: "error",
 } as const;
 export type RequestOutcome = (typeof RequestOutcome)[keyof typeof RequestOutcome];

@@ -150,6 +150,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     failMode: config.store.failMode,
     logger,
     observe,
+    auditPassThrough: callbackLog && ((ev) => callbackLog.add(callbackRow(ev, routeNamed.get(ev.route)))),
     auditPayloads: config.audit.payloads,
     trust: new TrustedProxies(config.trustProxy.addresses),
     trustedHeaders: config.trustProxy.headers.map((h) => h.toLowerCase()),

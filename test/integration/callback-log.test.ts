@@ -48,6 +48,10 @@ async function invoiceBackend() {
   const executions = new Map<string, number>();
   const upstream = use(
     await startUpstream((call, res) => {
+      if (call.method !== "POST") {
+        res.end("[]");
+        return;
+      }
       const invoice = String(JSON.parse(call.body.toString()).invoiceNumber);
       executions.set(invoice, (executions.get(invoice) ?? 0) + 1);
       res.writeHead(201, { "content-type": "application/json" });
@@ -60,7 +64,7 @@ async function invoiceBackend() {
 const ROUTES = [
   {
     name: "callback",
-    match: { method: "POST", path: "/callbacks" },
+    match: { path: "/callbacks" },
     key: { from: ["body:/invoiceNumber", "body:/transactionId"] },
     scope: ["header:X-Tenant-Id"],
   },
@@ -160,7 +164,7 @@ describe("the CallbackLog", () => {
     expect(shown.recentAttempts).toHaveLength(3);
   });
 
-  it("has a row for a request refused before a route was decided", async () => {
+  it("has a row for a request refused before a route was decided, and for one passed through", async () => {
     const backend = await invoiceBackend();
     const gateway = await gatewayWithLog(backend.url, join(dir, "refused.spool"));
     const refused = await send(`${gateway.url}/callbacks`, {
@@ -169,13 +173,23 @@ describe("the CallbackLog", () => {
     });
     expect(refused.status).toBe(400);
     await gateway.flushAttempts();
-    const [row] = (await sql.query("SELECT route, outcome, status, error_code FROM callback_log")).rows;
-    expect(row).toEqual({
-      route: "callback",
-      outcome: "rejected",
-      status: 400,
-      error_code: "AMBIGUOUS_REQUEST",
-    });
+    // A GET on the route is not protected, and passes through; the trail has it all the same.
+    const read = await send(`${gateway.url}/callbacks?invoice=INV-1`, { method: "GET" });
+    expect(read.status).toBe(200);
+    await gateway.flushAttempts();
+    const { rows: logged } = await sql.query(
+      "SELECT route, method, outcome, status, error_code FROM callback_log ORDER BY at, method DESC",
+    );
+    expect(logged).toEqual([
+      {
+        route: "callback",
+        method: "POST",
+        outcome: "rejected",
+        status: 400,
+        error_code: "AMBIGUOUS_REQUEST",
+      },
+      { route: "callback", method: "GET", outcome: "passed", status: 200, error_code: null },
+    ]);
   });
 
   it("writes every row before a gateway process exits on SIGTERM", async () => {

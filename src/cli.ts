@@ -407,14 +407,80 @@ interface InspectFlags {
   json: boolean;
 }
 
-/** Looks a key up through the admin API of a running gateway, as an operator knows the key. */
-async function inspectCommand(route: string, keys: string[], opts: InspectFlags): Promise<void> {
+/** The running gateway's admin API, as --admin or the config names it, and its token. */
+async function adminOf(opts: { config: string; admin?: string | undefined }) {
   const config = await load(opts.config, {});
   if (!opts.admin && (config.admin.port === false || config.admin.port === 0)) {
     fail("this config has no fixed admin port: give the running gateway's admin URL with --admin");
   }
   const adminUrl = opts.admin ?? `http://${config.admin.host}:${config.admin.port}`;
   const token = envOverrides().adminToken ?? config.admin.token;
+  return { config, adminUrl, token };
+}
+
+/** An admin API call: its JSON answer printed, one line and exit 1 (404) or 2 on a refusal. */
+async function adminCall(
+  adminUrl: string,
+  token: string | undefined,
+  path: string,
+  body?: unknown,
+): Promise<void> {
+  let res: Response;
+  try {
+    res = await fetch(`${adminUrl}${path}`, {
+      method: body === undefined ? "GET" : "POST",
+      headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    fail(`cannot reach the admin API at ${adminUrl}: ${(err as Error).cause ?? (err as Error).message}`);
+  }
+  const answer = (await res.json()) as Record<string, unknown>;
+  if (!res.ok) {
+    process.stderr.write(`idempotency-gateway: ${String(answer.detail ?? answer.title ?? res.status)}\n`);
+    process.exit(res.status === 404 ? 1 : 2);
+  }
+  process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+}
+
+interface AttemptsFlags {
+  config: string;
+  admin?: string;
+  route?: string;
+  field?: Record<string, string>;
+  outcome?: string;
+  from?: string;
+  to?: string;
+  limit?: string;
+}
+
+/** attempts: the attempt log (the CallbackLog, with audit.sink: postgres) of a running gateway, filtered. */
+async function attemptsCommand(opts: AttemptsFlags): Promise<void> {
+  const { adminUrl, token } = await adminOf(opts);
+  const query = new URLSearchParams();
+  for (const [name, value] of [
+    ["route", opts.route],
+    ["outcome", opts.outcome],
+    ["from", opts.from],
+    ["to", opts.to],
+    ["limit", opts.limit],
+  ] as const) {
+    if (value !== undefined) query.set(name, value);
+  }
+  for (const [name, value] of Object.entries(opts.field ?? {})) query.set(`field.${name}`, value);
+  await adminCall(adminUrl, token, `/attempts?${query}`);
+}
+
+function fieldPair(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const at = value.indexOf("=");
+  if (at <= 0) throw new InvalidArgumentError("expected NAME=VALUE, e.g. invoiceNumber=INV-4711");
+  return { ...previous, [value.slice(0, at)]: value.slice(at + 1) };
+}
+
+/** Looks a key up through the admin API of a running gateway, as an operator knows the key. */
+async function inspectCommand(route: string, keys: string[], opts: InspectFlags): Promise<void> {
+  const { config, adminUrl, token } = await adminOf(opts);
   const compiled = new RouteTable(config).routes.find((r) => r.name === route);
   const value = (text: string): unknown => {
     if (!opts.json) return text;
@@ -432,23 +498,7 @@ async function inspectCommand(route: string, keys: string[], opts: InspectFlags)
     scope: (opts.scope ?? []).map(value),
     ...(opts.identity ? { identity: opts.identity } : {}),
   };
-  let res: Response;
-  try {
-    res = await fetch(`${adminUrl}/keys/lookup`, {
-      method: "POST",
-      headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(10_000),
-    });
-  } catch (err) {
-    fail(`cannot reach the admin API at ${adminUrl}: ${(err as Error).cause ?? (err as Error).message}`);
-  }
-  const answer = (await res.json()) as Record<string, unknown>;
-  if (!res.ok) {
-    process.stderr.write(`idempotency-gateway: ${String(answer.detail ?? answer.title ?? res.status)}\n`);
-    process.exit(res.status === 404 ? 1 : 2);
-  }
-  process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+  await adminCall(adminUrl, token, "/keys/lookup", body);
 }
 
 export function buildCli(): Command {
@@ -523,6 +573,29 @@ export function buildCli(): Command {
     .option("--header-key", "the key is an Idempotency-Key even if the route derives keys", false)
     .option("--json", 'read each key and scope value as JSON (42 and "42" are different keys)', false)
     .action(inspectCommand);
+
+  program
+    .command("attempts")
+    .description(
+      "list a running gateway's attempt log, newest first (with audit.sink: postgres, the CallbackLog)",
+    )
+    .option(
+      "--config <file>",
+      "YAML config (for the admin address and token)",
+      process.env.CONFIG || EMBEDDED_CONFIG,
+    )
+    .option("--admin <url>", "admin API of the running gateway (default: from the config)", httpUrl)
+    .option("--route <name>", "only this route")
+    .option(
+      "--field <name=value>",
+      "only rows whose key field has this value (repeatable; CallbackLog)",
+      fieldPair,
+    )
+    .option("--outcome <outcome>", "only this outcome (executed, replayed, rejected, ...)")
+    .option("--from <time>", "only rows at or after this ISO time or date (CallbackLog)")
+    .option("--to <time>", "only rows at or before this ISO time or date (CallbackLog)")
+    .option("--limit <n>", "at most this many rows (default 50, at most 1000)")
+    .action(attemptsCommand);
 
   program
     .command("storm")

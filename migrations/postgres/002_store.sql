@@ -92,6 +92,14 @@ DECLARE
   settles bigint := 0;
   kept_attempts integer;
 BEGIN
+  -- A replay, or a duplicate of an attempt in flight, only reads: a completed or in-flight record is
+  -- answered as it is, without a lock or a write.
+  SELECT * INTO r FROM idempotency_records WHERE key = k;
+  t := idem_now();
+  v := idem_classify(r, t);
+  IF v IN ('completed', 'in_flight') OR (v = 'unknown' AND NOT take_over) THEN
+    RETURN idem_view(r, v, t);
+  END IF;
   -- The row exists (a placeholder if need be) and is locked: begins of one key run one at a time.
   INSERT INTO idempotency_records (key, state) VALUES (k, 'free') ON CONFLICT (key) DO NOTHING;
   SELECT * INTO r FROM idempotency_records WHERE key = k FOR UPDATE;

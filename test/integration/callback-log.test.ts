@@ -162,6 +162,21 @@ describe("the CallbackLog", () => {
     const shown = JSON.parse(inspected.stdout) as { state: string; recentAttempts: unknown[] };
     expect(shown.state).toBe("completed");
     expect(shown.recentAttempts).toHaveLength(3);
+    // By one key field alone, and by outcome, from the command line.
+    const listed = await runCli([
+      "attempts",
+      "--admin",
+      gateway.adminUrl as string,
+      "--field",
+      "invoiceNumber=INV-4711",
+      "--outcome",
+      "replayed",
+    ]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect((JSON.parse(listed.stdout) as { attempts: unknown[] }).attempts).toHaveLength(2);
+    const badTime = await runCli(["attempts", "--admin", gateway.adminUrl as string, "--from", "yesterday"]);
+    expect(badTime.code).toBe(2);
+    expect(badTime.stderr.trim().split("\n")).toHaveLength(1);
   });
 
   it("has a row for a request refused before a route was decided, and for one passed through", async () => {

@@ -235,9 +235,14 @@ export class PostgresCallbackLog {
   replay(): Promise<void> {
     this.replaying ??= (async () => {
       try {
-        if ((await fileSize(this.replayFile)) === 0 && (await fileSize(this.options.spool)) > 0) {
-          await rename(this.options.spool, this.replayFile);
-        }
+        // Moved aside between two appends, never during one: appends run on the write chain.
+        const moved = this.chain.then(async () => {
+          if ((await fileSize(this.replayFile)) === 0 && (await fileSize(this.options.spool)) > 0) {
+            await rename(this.options.spool, this.replayFile);
+          }
+        });
+        this.chain = moved.catch(() => {});
+        await moved;
         if ((await fileSize(this.replayFile)) > 0) {
           const rows = (await readFile(this.replayFile, "utf8"))
             .split("\n")

@@ -1,6 +1,7 @@
 import pg from "pg";
 import { migrate } from "../audit/migrate.js";
 import { StoreFullError, StoreRefusedError, StoreUnavailableError } from "../errors.js";
+import { storedRecord } from "./server-record.js";
 import {
   type AttemptEntry,
   type AttemptFilter,
@@ -402,31 +403,17 @@ function bytes(body: Uint8Array): Buffer {
 function decode(reply: Reply): StoredRecord | undefined {
   const view = reply.view;
   if (view === null || view === "free" || view === "expired" || view === "acquired") return undefined;
-  const base = {
+  return storedRecord({
+    view,
     fingerprint: String(reply.fp),
     createdAt: Number(reply.created),
-    // The database's clock, shown on this process's wall clock.
-    expiresAt: Date.now() + (Number(reply.expires) - Number(reply.server_now)),
-    ...(reply.attempts ? { attempts: reply.attempts } : {}),
-  };
-  const response = (): StoredResponse => ({
+    expires: Number(reply.expires),
+    serverNow: Number(reply.server_now),
+    attempts: reply.attempts ?? undefined,
     status: Number(reply.status),
-    headers: JSON.parse(String(reply.headers)) as [string, string][],
-    body: reply.body ?? Buffer.alloc(0),
-    ...(reply.recon ? { reconciled: true } : {}),
+    headers: reply.headers,
+    body: reply.body,
+    reconciled: reply.recon === true,
+    settleMs: Number(reply.settle_ms),
   });
-  switch (view) {
-    case RecordState.Completed:
-      return { ...base, state: RecordState.Completed, response: response() };
-    case RecordState.Released:
-      return {
-        ...base,
-        state: RecordState.Released,
-        response: Number(reply.status) > 0 ? response() : undefined,
-      };
-    case RecordState.InFlight:
-      return { ...base, state: RecordState.InFlight };
-    default:
-      return { ...base, state: RecordState.Unknown, settlesInMs: Number(reply.settle_ms) };
-  }
 }

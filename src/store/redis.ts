@@ -4,6 +4,7 @@ import { StoreFullError, StoreRefusedError, StoreUnavailableError } from "../err
 import { type CheckWanted, inspectPrimary } from "./redis-checks.js";
 import { connectRedis, type RedisClient, type RedisSettings, type Topology } from "./redis-connection.js";
 import { storeScripts } from "./redis-scripts.js";
+import { storedRecord } from "./server-record.js";
 import {
   type AttemptEntry,
   type AttemptFilter,
@@ -531,31 +532,17 @@ function bytes(body: Uint8Array): Buffer {
 function decode(reply: Reply): StoredRecord | undefined {
   if (!Array.isArray(reply) || reply.length < 12) return undefined;
   const [, fp, created, expires, status, headers, body, recon, attempts, view, settle, serverNow] = reply;
-  const base = {
+  return storedRecord({
+    view: String(view),
     fingerprint: String(fp),
     createdAt: Number(String(created)),
-    // The server's clock, shown on this process's wall clock.
-    expiresAt: Date.now() + (Number(String(expires)) - Number(String(serverNow))),
-    ...(attempts ? { attempts: Number(String(attempts)) } : {}),
-  };
-  const response = (): StoredResponse => ({
+    expires: Number(String(expires)),
+    serverNow: Number(String(serverNow)),
+    attempts: attempts ? Number(String(attempts)) : undefined,
     status: Number(String(status)),
-    headers: JSON.parse(String(headers)) as [string, string][],
-    body: body ?? Buffer.alloc(0),
-    ...(String(recon) === "1" ? { reconciled: true } : {}),
+    headers: headers === null ? null : String(headers),
+    body: body ?? null,
+    reconciled: String(recon) === "1",
+    settleMs: Number(settle),
   });
-  switch (String(view)) {
-    case RecordState.Completed:
-      return { ...base, state: RecordState.Completed, response: response() };
-    case RecordState.Released:
-      return {
-        ...base,
-        state: RecordState.Released,
-        response: Number(String(status)) > 0 ? response() : undefined,
-      };
-    case RecordState.InFlight:
-      return { ...base, state: RecordState.InFlight };
-    default:
-      return { ...base, state: RecordState.Unknown, settlesInMs: Number(settle) };
-  }
 }

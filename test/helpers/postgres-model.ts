@@ -1,9 +1,6 @@
 import type pg from "pg";
-import { vi } from "vitest";
 import type { IdempotencyStore } from "../../src/store/index.js";
-import type { ModelFixture } from "./state-model.js";
-
-const HOUR = 3_600_000;
+import { type ModelFixture, onServerClock } from "./state-model.js";
 
 /**
  * The state-machine model on the PostgreSQL store. Leases, settle times and expiry are decided by
@@ -41,27 +38,6 @@ export function postgresModelFixture(store: IdempotencyStore, sql: pg.Pool): Mod
         await sql.query("DELETE FROM idempotency_records WHERE key = $1", [key]);
       }
     },
-    clockStep: async () => {
-      vi.useFakeTimers({ toFake: ["Date"] });
-      vi.setSystemTime(Date.now() + (Math.random() < 0.5 ? HOUR : -HOUR));
-      vi.useRealTimers();
-    },
-    settled: async (waiter) => {
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), 2_000);
-      });
-      try {
-        return await Promise.race([
-          waiter.then(
-            () => true,
-            () => true,
-          ),
-          late,
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
-    },
+    ...onServerClock(),
   };
 }

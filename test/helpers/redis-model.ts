@@ -1,9 +1,6 @@
 import type { Cluster, Redis } from "ioredis";
-import { vi } from "vitest";
 import type { IdempotencyStore } from "../../src/store/index.js";
-import type { ModelFixture } from "./state-model.js";
-
-const HOUR = 3_600_000;
+import { type ModelFixture, onServerClock } from "./state-model.js";
 
 /**
  * The state-machine model on a Redis store, whatever the topology. Leases, settle times and expiry
@@ -32,27 +29,6 @@ export function redisModelFixture(
       else await admin.del(k(key, "r"));
       await admin.del(k(key, "l"), k(key, "s"));
     },
-    clockStep: async () => {
-      vi.useFakeTimers({ toFake: ["Date"] });
-      vi.setSystemTime(Date.now() + (Math.random() < 0.5 ? HOUR : -HOUR));
-      vi.useRealTimers();
-    },
-    settled: async (waiter) => {
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), 2_000);
-      });
-      try {
-        return await Promise.race([
-          waiter.then(
-            () => true,
-            () => true,
-          ),
-          late,
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
-    },
+    ...onServerClock(),
   };
 }

@@ -37,6 +37,13 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
     )) as [string, string];
     return Number(port);
   };
+  const replica = async () => {
+    const list = (await ask(sentinelPort, (r) =>
+      r.call("SENTINEL", "replicas", SENTINEL_NAME),
+    )) as string[][];
+    const fields = list[0] ?? [];
+    return Number(fields[fields.indexOf("port") + 1]);
+  };
   const replicated = (port: number) =>
     ask(port, (r) => r.info("replication")).then(
       (info) => /connected_slaves:[1-9]/.test(info) && /slave0:.*state=online/.test(info),
@@ -90,15 +97,22 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
     primary,
     pause: (port) => byPort.get(port)?.signal("SIGSTOP"),
     resume: (port) => byPort.get(port)?.signal("SIGCONT"),
-    async replica() {
-      const list = (await ask(sentinelPort, (r) =>
-        r.call("SENTINEL", "replicas", SENTINEL_NAME),
-      )) as string[][];
-      const fields = list[0] ?? [];
-      return Number(fields[fields.indexOf("port") + 1]);
-    },
+    replica,
     async failover() {
       const before = await primary();
+      // A graceful failover: the replica has everything the primary took before it is promoted
+      // (replication is asynchronous; losing writes on a failover is the cluster test's subject).
+      const offset = (port: number, field: string) =>
+        ask(port, (r) => r.info("replication")).then((info) =>
+          Number(new RegExp(`${field}:(\\d+)`).exec(info)?.[1]),
+        );
+      const target = await offset(before, "master_repl_offset");
+      const replicaPort = await replica();
+      await until(
+        async () => (await offset(replicaPort, "slave_repl_offset")) >= target,
+        10_000,
+        "replica caught up",
+      );
       await ask(sentinelPort, (r) => r.call("SENTINEL", "FAILOVER", SENTINEL_NAME));
       await until(async () => (await primary()) !== before, 30_000, "sentinel failover");
       const after = await primary();

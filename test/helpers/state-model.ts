@@ -6,7 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import fc from "fast-check";
-import { expect } from "vitest";
+import { expect, vi } from "vitest";
 import {
   type IdempotencyStore,
   type LeaseTimes,
@@ -355,4 +355,37 @@ export async function runStateMachine(fx: ModelFixture, numRuns: number, prefix:
     }),
     { numRuns },
   );
+}
+
+/**
+ * The parts of a fixture for a store on a server's clock (Redis, PostgreSQL): this process's wall
+ * clock steps by an hour, which the server's leases must not notice; a waiter counts as settled once
+ * it answers within 2 s (the server wakes it by a message, or its poll does).
+ */
+export function onServerClock(): Pick<ModelFixture, "clockStep" | "settled"> {
+  const hour = 3_600_000;
+  return {
+    clockStep: async () => {
+      vi.useFakeTimers({ toFake: ["Date"] });
+      vi.setSystemTime(Date.now() + (Math.random() < 0.5 ? hour : -hour));
+      vi.useRealTimers();
+    },
+    settled: async (waiter) => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), 2_000);
+      });
+      try {
+        return await Promise.race([
+          waiter.then(
+            () => true,
+            () => true,
+          ),
+          late,
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
 }

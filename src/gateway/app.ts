@@ -148,7 +148,12 @@ function headerReader(req: IncomingMessage): (name: string) => string | undefine
  * `Expect: 100-continue` with a declared body larger than the route reads: answered 413 before the
  * client sends it. True when it answered.
  */
-export function refuseOversizeExpect(routes: RouteTable, req: IncomingMessage, res: ServerResponse): boolean {
+export function refuseOversizeExpect(
+  routes: RouteTable,
+  req: IncomingMessage,
+  res: ServerResponse,
+  observe?: Observer,
+): boolean {
   const declared = Number(req.headers["content-length"]);
   if (!Number.isFinite(declared)) return false;
   let path: string;
@@ -162,13 +167,22 @@ export function refuseOversizeExpect(routes: RouteTable, req: IncomingMessage, r
   const limit = route.settings.maxBodySize;
   const header = headerReader(req);
   if (declared <= limit || !isProtected(route, method, header)) return false;
-  const problem = toProblem(new BodyTooLargeError(limit), {
-    instance: req.url,
-    requestId: requestIdOf(req),
-    shape: route.settings.errorBody,
-  });
+  const err = new BodyTooLargeError(limit);
+  const requestId = requestIdOf(req);
+  const problem = toProblem(err, { instance: req.url, requestId, shape: route.settings.errorBody });
   res.writeHead(problem.status, { ...problem.headers, connection: "close" });
   res.end(problem.body);
+  observe?.({
+    time: Date.now(),
+    requestId,
+    route: route.name,
+    method,
+    path,
+    outcome: RequestOutcome.Rejected,
+    status: err.status,
+    errorCode: err.code,
+    totalMs: 0,
+  });
   return true;
 }
 

@@ -198,7 +198,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
   server.maxConnections = listen.maxConnections;
   // With a listener, Node leaves 100-continue to us: a body that is too large is refused unsent.
   server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
-    if (refuseOversizeExpect(routes, req, res)) return;
+    if (refuseOversizeExpect(routes, req, res, observe)) return;
     res.writeContinue();
     server.emit("request", req, res);
   });

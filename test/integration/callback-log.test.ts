@@ -15,6 +15,7 @@ import { testConfig } from "../helpers/gateway.js";
 import { send } from "../helpers/http.js";
 import { startPostgres, type TestPostgres } from "../helpers/postgres.js";
 import { runCli, spawnServe } from "../helpers/process.js";
+import { rawRequest } from "../helpers/raw.js";
 import { until } from "../helpers/redis.js";
 import { closeAfterEach } from "../helpers/teardown.js";
 import { startUpstream } from "../helpers/upstream.js";
@@ -43,22 +44,27 @@ beforeEach(async () => {
 const rows = async (where = "true") =>
   Number((await sql.query(`SELECT count(*) AS n FROM callback_log WHERE ${where}`)).rows[0].n);
 
-/** A non-idempotent backend: every POST creates an invoice; executions are counted per invoice. */
+/**
+ * A non-idempotent backend: every POST creates an invoice; executions are counted per invoice. Each
+ * POST takes `latencyMs`, which a test may change.
+ */
 async function invoiceBackend() {
   const executions = new Map<string, number>();
+  const pace = { latencyMs: 0 };
   const upstream = use(
-    await startUpstream((call, res) => {
+    await startUpstream(async (call, res) => {
       if (call.method !== "POST") {
         res.end("[]");
         return;
       }
       const invoice = String(JSON.parse(call.body.toString()).invoiceNumber);
       executions.set(invoice, (executions.get(invoice) ?? 0) + 1);
+      if (pace.latencyMs > 0) await new Promise((resolve) => setTimeout(resolve, pace.latencyMs));
       res.writeHead(201, { "content-type": "application/json" });
       res.end(JSON.stringify({ id: `${invoice}-${executions.get(invoice)}` }));
     }),
   );
-  return Object.assign(upstream, { executions });
+  return Object.assign(upstream, { executions, pace });
 }
 
 const ROUTES = [
@@ -104,8 +110,10 @@ describe("the CallbackLog", () => {
     };
     await storm(0, 100);
     await gateway.flushAttempts();
-    // The database dies in the middle of the storm; the second half is spooled to disk.
+    // The database dies in the middle of the storm; the second half, which a slow backend (2.5 s
+    // per invoice, four waves) stretches to about 10 s, is spooled to disk.
     await db.kill();
+    backend.pace.latencyMs = 2_500;
     await storm(100, 200);
     await gateway.flushAttempts();
     const during = await fetch(`${gateway.adminUrl}/readyz`).then(
@@ -188,14 +196,30 @@ describe("the CallbackLog", () => {
     });
     expect(refused.status).toBe(400);
     await gateway.flushAttempts();
+    // A body too large, refused before it is sent (Expect: 100-continue).
+    const tooBig = await rawRequest(
+      gateway.url,
+      [
+        "POST /callbacks HTTP/1.1",
+        "Host: x",
+        "Content-Type: application/json",
+        "Content-Length: 5000000",
+        "Expect: 100-continue",
+        "Connection: close",
+        "",
+        "",
+      ].join("\r\n"),
+    );
+    expect(tooBig.status).toBe(413);
     // A GET on the route is not protected, and passes through; the trail has it all the same.
     const read = await send(`${gateway.url}/callbacks?invoice=INV-1`, { method: "GET" });
     expect(read.status).toBe(200);
     await gateway.flushAttempts();
     const { rows: logged } = await sql.query(
-      "SELECT route, method, outcome, status, error_code FROM callback_log ORDER BY at, method DESC",
+      "SELECT route, method, outcome, status, error_code FROM callback_log ORDER BY status",
     );
     expect(logged).toEqual([
+      { route: "callback", method: "GET", outcome: "passed", status: 200, error_code: null },
       {
         route: "callback",
         method: "POST",
@@ -203,7 +227,7 @@ describe("the CallbackLog", () => {
         status: 400,
         error_code: "AMBIGUOUS_REQUEST",
       },
-      { route: "callback", method: "GET", outcome: "passed", status: 200, error_code: null },
+      { route: "callback", method: "POST", outcome: "rejected", status: 413, error_code: "BODY_TOO_LARGE" },
     ]);
   });
 

@@ -163,11 +163,13 @@ export class PostgresStore implements IdempotencyStore {
       const result = await this.pool.query<Reply>(sql, values);
       return result.rows[0] as Reply;
     } catch (err) {
-      const code = (err as { code?: string }).code ?? "";
       const message = `${what}: ${(err as Error).message}`;
+      // No answer from the database (a refused or dropped connection, a timeout) is an outage.
+      if (!(err instanceof pg.DatabaseError)) throw new StoreUnavailableError(message, { cause: err });
+      const code = err.code ?? "";
       if (code === "53100")
         throw new StoreFullError("the database is out of disk space; retry later", { cause: err });
-      if (code === "" || OUTAGE.test(code)) throw new StoreUnavailableError(message, { cause: err });
+      if (OUTAGE.test(code)) throw new StoreUnavailableError(message, { cause: err });
       throw new StoreRefusedError(message, { cause: err });
     }
   }

@@ -78,7 +78,10 @@ describe("postgres store", () => {
     const keys = Array.from({ length: 20 }, (_, i) => `restart-${i}`);
     await Promise.all(keys.map((k) => post(gateway.url, k)));
     await db.kill();
-    expect((await post(gateway.url, "during")).status).toBe(503);
+    const during = await post(gateway.url, "during");
+    expect(during.status).toBe(503);
+    // An outage, not a refusal: failMode: open would forward it.
+    expect(during.json().code).toBe("STORE_UNAVAILABLE");
     await gateway.close();
     await db.start();
     // A new gateway's worth of state: a new pool, nothing in memory.

@@ -264,6 +264,26 @@ async function checkStore(config: Config): Promise<void> {
     process.stdout.write("store: memory, inside the gateway process: nothing to connect to\n");
     return;
   }
+  if (config.store.kind === "postgres") {
+    const { PostgresStore } = await import("./store/postgres.js");
+    const store = new PostgresStore({ url: config.store.postgres.url, migrate: false });
+    try {
+      const reachable = await store
+        .ping()
+        .then(() => true)
+        .catch((err: Error) =>
+          fail(`store: cannot reach postgres: ${(err.cause as Error | undefined)?.message ?? err.message}`),
+        );
+      const health = reachable ? await store.health() : { problems: [], warnings: [] };
+      process.stdout.write(
+        `${["store: postgres: reachable", ...health.problems.map((p) => `error: ${p}`)].join("\n")}\n`,
+      );
+      if (health.problems.length > 0) process.exitCode = 1;
+    } finally {
+      await store.close();
+    }
+    return;
+  }
   const { RedisStore } = await import("./store/redis.js");
   const store = new RedisStore(config.store.redis);
   try {

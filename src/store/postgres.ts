@@ -12,6 +12,7 @@ import {
   RecordState,
   type StoredRecord,
   type StoredResponse,
+  type StoreHealth,
 } from "./types.js";
 
 export interface PostgresStoreOptions {
@@ -320,6 +321,17 @@ export class PostgresStore implements IdempotencyStore {
     } catch (err) {
       throw new StoreUnavailableError(`ping: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /** A standby in recovery takes no writes: every protected request would be refused. */
+  async health(): Promise<StoreHealth> {
+    const { rows } = await this.pool.query<{ standby: boolean }>("SELECT pg_is_in_recovery() AS standby");
+    return {
+      problems: rows[0]?.standby
+        ? ["postgres: the database is a read-only standby; point store.postgres.url at the primary"]
+        : [],
+      warnings: [],
+    };
   }
 
   /** Deletes rows past their end, 10,000 at a time. */

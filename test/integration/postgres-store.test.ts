@@ -3,6 +3,9 @@
  * store contract, the state-machine model, round trips per path, three gateways in a storm, and a
  * restart of the database and of the gateway that loses no completed record.
  */
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../src/store/postgres.js";
@@ -11,6 +14,7 @@ import { describeThreeGatewayStorm } from "../helpers/gateway-storm.js";
 import { send } from "../helpers/http.js";
 import { startPostgres, type TestPostgres } from "../helpers/postgres.js";
 import { postgresModelFixture } from "../helpers/postgres-model.js";
+import { runCli } from "../helpers/process.js";
 import { until } from "../helpers/redis.js";
 import { runStateMachine } from "../helpers/state-model.js";
 import { describeStoreContract } from "../helpers/store-contract.js";
@@ -96,6 +100,29 @@ describe("postgres store", () => {
     expect(replays.map((r) => r.headers["idempotent-replayed"])).toEqual(keys.map(() => "true"));
     expect(upstream.calls).toHaveLength(20);
   }, 60_000);
+});
+
+describe("check-config --connect on a postgres store", () => {
+  it("says reachable, or fails in one line", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "idem-pgcheck-"));
+    use({ close: () => rm(dir, { recursive: true, force: true }) });
+    const check = async (url: string) => {
+      const config = join(dir, `${Math.random()}.yaml`);
+      await writeFile(
+        config,
+        `upstream: { url: "http://127.0.0.1:1" }\nstore: { kind: postgres, postgres: { url: "${url}" } }\n`,
+      );
+      return runCli(["check-config", "--config", config, "--connect"]);
+    };
+    const ok = await check(db.url);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain("store: postgres: reachable");
+    const down = await check("postgres://postgres:secret-password@127.0.0.1:1/postgres");
+    expect(down.code).toBe(2);
+    expect(down.stderr.trim().split("\n")).toHaveLength(1);
+    expect(down.stderr).toMatch(/^idempotency-gateway: store: cannot reach postgres: connect ECONNREFUSED/);
+    expect(down.stderr).not.toContain("secret-password");
+  });
 });
 
 describeThreeGatewayStorm("PostgreSQL", () => `{ kind: postgres, postgres: { url: "${db.url}" } }`, {

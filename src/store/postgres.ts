@@ -2,18 +2,18 @@ import pg from "pg";
 import { migrate } from "../audit/migrate.js";
 import { StoreFullError, StoreRefusedError, StoreUnavailableError } from "../errors.js";
 import { storedRecord } from "./server-record.js";
-import {
-  type AttemptEntry,
-  type AttemptFilter,
-  type BeginResult,
-  type IdempotencyStore,
-  type Lease,
-  type LeaseTimes,
-  RecordState,
-  type StoredRecord,
-  type StoredResponse,
-  type StoreHealth,
+import type {
+  AttemptEntry,
+  AttemptFilter,
+  BeginResult,
+  IdempotencyStore,
+  Lease,
+  LeaseTimes,
+  StoredRecord,
+  StoredResponse,
+  StoreHealth,
 } from "./types.js";
+import { WaitGroups } from "./wait-groups.js";
 
 export interface PostgresStoreOptions {
   url: string;
@@ -47,11 +47,6 @@ interface Reply {
   server_now: string | null;
 }
 
-interface WaitGroup {
-  waiters: Set<(record: StoredRecord | undefined) => void>;
-  poll: NodeJS.Timeout;
-}
-
 /** SQLSTATEs of a database that is not there (or not yet): an outage, which failMode: open may pass. */
 const OUTAGE = /^(08|57P0[1-3]|53300|40001|40P01)/;
 const CHANNEL = "idem_done";
@@ -70,15 +65,14 @@ export class PostgresStore implements IdempotencyStore {
   private readonly pool: pg.Pool;
   private listener: pg.Client | undefined;
   private listening: Promise<void> | undefined;
-  private readonly groups = new Map<string, WaitGroup>();
-  private readonly pollMs: number;
+  private readonly waiters: WaitGroups;
   private sweep: NodeJS.Timeout | undefined;
   private closed = false;
   private ready: Promise<boolean> | undefined;
   lastError: string | undefined;
 
   constructor(private readonly options: PostgresStoreOptions) {
-    this.pollMs = options.pollMs ?? 1_000;
+    this.waiters = new WaitGroups({ read: (key) => this.get(key), pollMs: options.pollMs ?? 1_000 });
     this.pool = new pg.Pool({
       connectionString: options.url,
       max: options.connections ?? 16,
@@ -126,9 +120,7 @@ export class PostgresStore implements IdempotencyStore {
     this.listening ??= (async () => {
       const client = new pg.Client({ connectionString: this.options.url, connectionTimeoutMillis: 2_000 });
       client.on("notification", (msg) => {
-        const key = msg.payload;
-        const group = key === undefined ? undefined : this.groups.get(key);
-        if (key !== undefined && group) this.check(key, group);
+        if (msg.payload !== undefined) this.waiters.wake(msg.payload);
       });
       client.on("error", () => {
         this.listener = undefined;
@@ -137,9 +129,7 @@ export class PostgresStore implements IdempotencyStore {
         if (!this.closed) {
           setTimeout(() => {
             this.listen().then(
-              () => {
-                for (const [key, group] of this.groups) this.check(key, group);
-              },
+              () => this.waiters.wakeAll(),
               () => {},
             );
           }, 500).unref();
@@ -347,63 +337,17 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   /**
-   * Waiters of one key share a fallback poll; the listening connection, which is up before any
-   * waiter is added (connect), hears every completion. The group reads the record once at its start,
-   * so a completion between the caller's begin and its wait is not missed.
+   * Waiters of one key share a fallback poll (WaitGroups); the listening connection, up before any
+   * waiter is added (connect), hears every completion.
    */
   waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
-    if (signal.aborted) return Promise.reject(signal.reason);
-    let group = this.groups.get(key);
-    if (!group) {
-      const created: WaitGroup = {
-        waiters: new Set(),
-        poll: setInterval(() => this.check(key, created), this.pollMs),
-      };
-      created.poll.unref();
-      this.groups.set(key, created);
-      group = created;
-      queueMicrotask(() => this.check(key, created));
-    }
-    const g = group;
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        this.leave(key, g, waiter);
-        reject(signal.reason);
-      };
-      const waiter = (record: StoredRecord | undefined) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(record);
-      };
-      g.waiters.add(waiter);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
-  }
-
-  private check(key: string, group: WaitGroup): void {
-    this.get(key).then(
-      (record) => {
-        if (record?.state === RecordState.InFlight) return;
-        for (const waiter of [...group.waiters]) {
-          this.leave(key, group, waiter);
-          waiter(record);
-        }
-      },
-      () => {},
-    );
-  }
-
-  private leave(key: string, group: WaitGroup, waiter: (r: StoredRecord | undefined) => void): void {
-    group.waiters.delete(waiter);
-    if (group.waiters.size > 0 || this.groups.get(key) !== group) return;
-    clearInterval(group.poll);
-    this.groups.delete(key);
+    return this.waiters.wait(key, signal);
   }
 
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.sweep);
-    for (const group of this.groups.values()) clearInterval(group.poll);
-    this.groups.clear();
+    this.waiters.clear();
     await this.listener?.end().catch(() => {});
     await this.pool.end().catch(() => {});
   }

@@ -5,18 +5,18 @@ import { type CheckWanted, inspectPrimary } from "./redis-checks.js";
 import { connectRedis, type RedisClient, type RedisSettings, type Topology } from "./redis-connection.js";
 import { storeScripts } from "./redis-scripts.js";
 import { storedRecord } from "./server-record.js";
-import {
-  type AttemptEntry,
-  type AttemptFilter,
-  type BeginResult,
-  type IdempotencyStore,
-  type Lease,
-  type LeaseTimes,
-  RecordState,
-  type StoredRecord,
-  type StoredResponse,
-  type StoreHealth,
+import type {
+  AttemptEntry,
+  AttemptFilter,
+  BeginResult,
+  IdempotencyStore,
+  Lease,
+  LeaseTimes,
+  StoredRecord,
+  StoredResponse,
+  StoreHealth,
 } from "./types.js";
+import { WaitGroups } from "./wait-groups.js";
 
 export interface RedisStoreOptions extends Partial<RedisSettings> {
   prefix: string;
@@ -38,12 +38,6 @@ type ScriptCommands = {
   ) => Promise<Reply>;
 };
 type Client = RedisClient & ScriptCommands;
-
-interface WaitGroup {
-  waiters: Set<(record: StoredRecord | undefined) => void>;
-  ready: Promise<unknown>;
-  poll: NodeJS.Timeout;
-}
 
 /** The attempt log on a cluster: this many streams, on as many hash tags, instead of one hot key. */
 const ATTEMPT_SHARDS = 8;
@@ -72,8 +66,7 @@ export class RedisStore implements IdempotencyStore {
   readonly where: string;
   private readonly redis: Client;
   private readonly sub: RedisClient;
-  private readonly groups = new Map<string, WaitGroup>();
-  private readonly pollMs: number;
+  private readonly waiters: WaitGroups;
   private readonly scripts: Scripts;
   private readonly replicas: number;
   private readonly replicaTimeoutMs: number;
@@ -83,7 +76,14 @@ export class RedisStore implements IdempotencyStore {
   private readonly barriers = new Map<Redis, { pending?: Promise<number>; running?: Promise<unknown> }>();
 
   constructor(private readonly options: RedisStoreOptions) {
-    this.pollMs = options.pollMs ?? 1_000;
+    this.waiters = new WaitGroups({
+      read: (key) => this.get(key),
+      pollMs: options.pollMs ?? 1_000,
+      open: (key) => this.subscribe(this.channel(key)),
+      close: (key) => {
+        this.unsubscribe(this.channel(key)).catch(() => {});
+      },
+    });
     this.replicas = options.replicas ?? 0;
     this.replicaTimeoutMs = options.replicaTimeout ?? 500;
     const settings: RedisSettings = {
@@ -116,9 +116,10 @@ export class RedisStore implements IdempotencyStore {
     // The same script naming its stream alone, for a cluster: a fixed key count puts the key first,
     // where the cluster client's auto-pipelining looks for the slot.
     this.redis.defineCommand("idemAppend", { numberOfKeys: 1, lua: this.scripts.idemAttempts });
+    // The channel is `<prefix>{<key>}:done`.
     const onMessage = (channel: string | Buffer) => {
-      const group = this.groups.get(String(channel));
-      if (group) this.check(String(channel), group);
+      const name = String(channel);
+      this.waiters.wake(name.slice(this.options.prefix.length + 1, name.length - "}:done".length));
     };
     this.sub.on(this.topology === "cluster" ? "smessage" : "message", onMessage);
     // Load the scripts once per connection so that every call is a single EVALSHA round trip.
@@ -445,63 +446,12 @@ export class RedisStore implements IdempotencyStore {
   }
 
   /**
-   * Waiters of one key share a subscription and a fallback poll. The subscription is made before the
-   * first read, so a completion between the two cannot be missed; the poll covers a lost message and
-   * a lease that ran out without any message (a crashed gateway).
+   * Waiters of one key share a subscription and a fallback poll (WaitGroups). The subscription is
+   * made before the group's first read, so a completion between the two cannot be missed; the poll
+   * covers a lost message and a lease that ran out without any message (a crashed gateway).
    */
   waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
-    if (signal.aborted) return Promise.reject(signal.reason);
-    const channel = this.channel(key);
-    let group = this.groups.get(channel);
-    if (!group) {
-      const created: WaitGroup = {
-        waiters: new Set(),
-        ready: this.subscribe(channel).catch(() => {}),
-        poll: setInterval(() => this.check(channel, created), this.pollMs),
-      };
-      created.poll.unref();
-      this.groups.set(channel, created);
-      group = created;
-      created.ready.then(() => this.check(channel, created));
-    }
-    const g = group;
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        this.leave(channel, g, waiter);
-        reject(signal.reason);
-      };
-      const waiter = (record: StoredRecord | undefined) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(record);
-      };
-      g.waiters.add(waiter);
-      signal.addEventListener("abort", onAbort, { once: true });
-      // No read of its own: the group's read after subscribing, and every message since, covers
-      // this waiter too, because any completion after the subscription is announced to the group.
-    });
-  }
-
-  private check(channel: string, group: WaitGroup): void {
-    const key = channel.slice(this.options.prefix.length + 1, channel.length - "}:done".length);
-    this.get(key).then(
-      (record) => {
-        if (record?.state === RecordState.InFlight) return;
-        for (const waiter of [...group.waiters]) {
-          this.leave(channel, group, waiter);
-          waiter(record);
-        }
-      },
-      // The store is unreachable: keep waiting; the waiter's own deadline bounds it.
-      () => {},
-    );
-  }
-
-  private leave(channel: string, group: WaitGroup, waiter: (r: StoredRecord | undefined) => void): void {
-    group.waiters.delete(waiter);
-    if (group.waiters.size > 0 || this.groups.get(channel) !== group) return;
-    clearInterval(group.poll);
-    this.groups.delete(channel);
-    this.unsubscribe(channel).catch(() => {});
+    return this.waiters.wait(key, signal);
   }
 
   // A cluster's messages stay in the shard that owns the key's slot.
@@ -513,8 +463,7 @@ export class RedisStore implements IdempotencyStore {
   }
 
   async close(): Promise<void> {
-    for (const group of this.groups.values()) clearInterval(group.poll);
-    this.groups.clear();
+    this.waiters.clear();
     await Promise.allSettled([this.redis.quit(), this.sub.quit()]);
     this.redis.disconnect();
     this.sub.disconnect();

@@ -173,17 +173,22 @@ export function refuseOversizeExpect(
   res.writeHead(problem.status, { ...problem.headers, connection: "close" });
   res.end(problem.body);
   observe?.({
-    time: Date.now(),
-    requestId,
-    route: route.name,
-    method,
-    path,
-    outcome: RequestOutcome.Rejected,
-    status: err.status,
+    ...requestEvent(requestId, route.name, method, path, RequestOutcome.Rejected, err.status),
     errorCode: err.code,
-    totalMs: 0,
   });
   return true;
+}
+
+/** A request's event as it starts: its outcome and status are set as it goes on. */
+function requestEvent(
+  requestId: string,
+  route: string,
+  method: string,
+  path: string,
+  outcome: RequestOutcome,
+  status: number,
+): RequestEvent {
+  return { time: Date.now(), requestId, route, method, path, outcome, status, totalMs: 0 };
 }
 
 /** Builds the Hono app that proxies every request, protecting the routes the config names. */
@@ -392,15 +397,8 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       // audit trail has a row for every request that a route could have protected.
       if (err instanceof GatewayError) {
         deps.observe({
-          time: Date.now(),
-          requestId,
-          route: routeName,
-          method,
-          path: target,
-          outcome: RequestOutcome.Rejected,
-          status: err.status,
+          ...requestEvent(requestId, routeName, method, target, RequestOutcome.Rejected, err.status),
           errorCode: err.code,
-          totalMs: 0,
         });
       }
       throw err;
@@ -432,16 +430,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     if (!isProtected(route, method, header)) {
       const audit = route.fallback ? undefined : deps.auditPassThrough;
       if (!audit) return passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
-      const ev: RequestEvent = {
-        time: Date.now(),
-        requestId,
-        route: route.name,
-        method,
-        path,
-        outcome: RequestOutcome.Passed,
-        status: 0,
-        totalMs: 0,
-      };
+      const ev = requestEvent(requestId, route.name, method, path, RequestOutcome.Passed, 0);
       const started = performance.now();
       try {
         return await passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
@@ -457,16 +446,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     }
 
     const started = performance.now();
-    const ev: RequestEvent = {
-      time: Date.now(),
-      requestId,
-      route: route.name,
-      method,
-      path,
-      outcome: RequestOutcome.Error,
-      status: 500,
-      totalMs: 0,
-    };
+    const ev = requestEvent(requestId, route.name, method, path, RequestOutcome.Error, 500);
     const view: RequestView = {
       method,
       path,

@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type {
   AttemptEntry,
   AttemptFilter,
@@ -10,40 +10,44 @@ import type {
   StoredResponse,
   StoreHealth,
 } from "../store/index.js";
+import { HotCounter, HotHistogram } from "./hot-metrics.js";
 import type { RequestEvent } from "./observe.js";
 
 const PREFIX = "idempotency_gateway_";
 
-/** Everything the gateway exposes to Prometheus, in one registry per process. */
+/**
+ * Everything the gateway exposes to Prometheus, in one registry per process. What every request
+ * touches is a HotCounter or HotHistogram; the rest are prom-client's own.
+ */
 export class GatewayMetrics {
   readonly registry = new Registry();
-  readonly requests = new Counter({
+  readonly requests = new HotCounter({
     name: `${PREFIX}requests_total`,
     help: "Protected requests by route and outcome",
     labelNames: ["route", "outcome"] as const,
     registers: [this.registry],
   });
-  readonly upstreamSeconds = new Histogram({
+  readonly upstreamSeconds = new HotHistogram({
     name: `${PREFIX}upstream_duration_seconds`,
     help: "Time waiting on the upstream for protected requests that called it",
     labelNames: ["route"] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [this.registry],
   });
-  readonly overheadSeconds = new Histogram({
+  readonly overheadSeconds = new HotHistogram({
     name: `${PREFIX}overhead_seconds`,
     help: "Time a protected request spent in the gateway itself (total minus upstream), waited requests excluded",
     labelNames: ["route"] as const,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [this.registry],
   });
-  readonly storeErrors = new Counter({
+  readonly storeErrors = new HotCounter({
     name: `${PREFIX}store_errors_total`,
     help: "Store operations that failed",
     labelNames: ["op"] as const,
     registers: [this.registry],
   });
-  readonly storeSeconds = new Histogram({
+  readonly storeSeconds = new HotHistogram({
     name: `${PREFIX}store_duration_seconds`,
     help: "Latency of store operations",
     labelNames: ["op"] as const,
@@ -71,7 +75,7 @@ export class GatewayMetrics {
     labelNames: ["step"] as const,
     registers: [this.registry],
   });
-  readonly unprotected = new Counter({
+  readonly unprotected = new HotCounter({
     name: `${PREFIX}unprotected_forwards_total`,
     help: "Requests forwarded without protection because the store was unreachable (failMode: open)",
     labelNames: ["route"] as const,
@@ -99,16 +103,12 @@ export class GatewayMetrics {
   }
 
   observe(event: RequestEvent): void {
-    this.requests.inc({ route: event.route, outcome: event.outcome });
-    if (event.upstreamMs !== undefined)
-      this.upstreamSeconds.observe({ route: event.route }, event.upstreamMs / 1000);
-    if (event.outcome === "unprotected") this.unprotected.inc({ route: event.route });
+    this.requests.inc(event);
+    if (event.upstreamMs !== undefined) this.upstreamSeconds.observe(event, event.upstreamMs / 1000);
+    if (event.outcome === "unprotected") this.unprotected.inc(event);
     // Waiting for a duplicate is not overhead; a waited request's time is the first attempt's.
     if (event.outcome !== "waited") {
-      this.overheadSeconds.observe(
-        { route: event.route },
-        Math.max(0, event.totalMs - (event.upstreamMs ?? 0)) / 1000,
-      );
+      this.overheadSeconds.observe(event, Math.max(0, event.totalMs - (event.upstreamMs ?? 0)) / 1000);
     }
   }
 }
@@ -125,14 +125,15 @@ export class MeasuredStore implements IdempotencyStore {
   }
 
   private async timed<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    const end = this.metrics.storeSeconds.startTimer({ op });
+    const started = performance.now();
+    const labels = { op };
     try {
       return await fn();
     } catch (err) {
-      this.metrics.storeErrors.inc({ op });
+      this.metrics.storeErrors.inc(labels);
       throw err;
     } finally {
-      end();
+      this.metrics.storeSeconds.observe(labels, (performance.now() - started) / 1000);
     }
   }
 

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 /**
  * JSON with object keys sorted at every depth, so that `{a,b}` and `{b,a}` encode alike while
@@ -20,6 +20,7 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value) ?? "null";
 }
 
+/** One-shot: no Hash object per call, and a request makes three of these. */
 export function sha256(data: string | Uint8Array): string {
-  return createHash("sha256").update(data).digest("base64url");
+  return hash("sha256", data, "base64url");
 }

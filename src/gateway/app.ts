@@ -25,12 +25,11 @@ import {
 } from "../idempotency/index.js";
 import {
   type ClientInfo,
-  flatten,
+  flatHeaders,
   normalizeTarget,
   TrustedProxies,
   type Upstream,
   upstreamRequestHeaders,
-  withRequestId,
 } from "../proxy/index.js";
 import type { StoredResponse } from "../store/index.js";
 import { readBody } from "./body.js";
@@ -111,7 +110,7 @@ function writeStored(
   replayed: boolean | "reconciled",
   requestId: string,
 ): void {
-  const headers = flatten(withRequestId(response.headers, requestId));
+  const headers = flatHeaders(response.headers, requestId);
   if (replayed) headers.push("idempotent-replayed", replayed === true ? "true" : replayed);
   const bodyless = response.status === 204 || response.status === 304 || response.status < 200;
   if (!bodyless) headers.push("content-length", String(response.body.byteLength));

@@ -17,7 +17,10 @@ const HOP_BY_HOP = new Set([
 /** What a client could spoof about where it connected from; believed from trusted proxies only. */
 const FORWARDING = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"]);
 
-function connectionListed(value: string | string[] | undefined): Set<string> {
+const NONE: ReadonlySet<string> = new Set();
+
+function connectionListed(value: string | string[] | undefined): ReadonlySet<string> {
+  if (value === undefined || value.length === 0) return NONE;
   const out = new Set<string>();
   for (const v of Array.isArray(value) ? value : value ? [value] : []) {
     for (const token of v.split(",")) if (token.trim()) out.add(token.trim().toLowerCase());
@@ -88,37 +91,42 @@ export function responseHeaderPairs(
   dropContentLength: boolean,
 ): [string, string][] {
   const pairs: [string, string][] = [];
+  let connection: string[] | undefined;
+  const add = (name: string, value: string) => {
+    pairs.push([name, value]);
+    if (name.length === 10 && name.toLowerCase() === "connection") {
+      connection ??= [];
+      connection.push(value);
+    }
+  };
   if (Array.isArray(headers)) {
     // latin1: one char per byte, which Node writes back as the same byte. UTF-8 decoding would
     // re-encode a UTF-8 value and turn any other byte into a character Node refuses to write.
     const text = (v: string | Buffer | undefined) => (Buffer.isBuffer(v) ? v.toString("latin1") : String(v));
-    for (let i = 0; i + 1 < headers.length; i += 2) pairs.push([text(headers[i]), text(headers[i + 1])]);
+    for (let i = 0; i + 1 < headers.length; i += 2) add(text(headers[i]), text(headers[i + 1]));
   } else {
     for (const [name, value] of Object.entries(headers)) {
-      if (Array.isArray(value)) for (const v of value) pairs.push([name, v]);
-      else if (value !== undefined) pairs.push([name, value]);
+      if (Array.isArray(value)) for (const v of value) add(name, v);
+      else if (value !== undefined) add(name, value);
     }
   }
-  const listed = connectionListed(pairs.filter(([n]) => n.toLowerCase() === "connection").map(([, v]) => v));
+  const listed = connectionListed(connection);
   return pairs.filter(([name]) => {
     const lower = name.toLowerCase();
     return !HOP_BY_HOP.has(lower) && !listed.has(lower) && !(dropContentLength && lower === "content-length");
   });
 }
 
-/** Pairs to the flat list Node's `writeHead` takes, which keeps order and repeated names. */
-/** Response headers with X-Request-Id set to this request's, whatever the upstream sent. */
-export function withRequestId(
-  pairs: readonly (readonly [string, string])[],
-  requestId: string,
-): (readonly [string, string])[] {
-  const out = pairs.filter(([name]) => name.length !== 12 || name.toLowerCase() !== "x-request-id");
-  out.push(["x-request-id", requestId]);
-  return out;
-}
-
-export function flatten(pairs: readonly (readonly [string, string])[]): string[] {
+/**
+ * Pairs to the flat list Node's `writeHead` takes, which keeps order and repeated names; with a
+ * request id, X-Request-Id is this request's, whatever the upstream sent.
+ */
+export function flatHeaders(pairs: readonly (readonly [string, string])[], requestId?: string): string[] {
   const out: string[] = [];
-  for (const [name, value] of pairs) out.push(name, value);
+  for (const [name, value] of pairs) {
+    if (requestId !== undefined && name.length === 12 && name.toLowerCase() === "x-request-id") continue;
+    out.push(name, value);
+  }
+  if (requestId !== undefined) out.push("x-request-id", requestId);
   return out;
 }

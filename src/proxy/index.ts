@@ -1,9 +1,8 @@
 export {
   type ClientInfo,
-  flatten,
+  flatHeaders,
   responseHeaderPairs,
   upstreamRequestHeaders,
-  withRequestId,
 } from "./headers.js";
 export { InvalidTargetError, normalizeTarget, type Target } from "./target.js";
 export { TrustedProxies } from "./trust.js";

@@ -9,7 +9,7 @@ import {
   UpstreamUnreachableError,
 } from "../errors.js";
 import type { StoredResponse } from "../store/types.js";
-import { flatten, responseHeaderPairs, withRequestId } from "./headers.js";
+import { flatHeaders, responseHeaderPairs } from "./headers.js";
 
 export interface UpstreamOptions {
   url: string;
@@ -155,10 +155,7 @@ export class Upstream {
               return;
             }
             streaming = out;
-            out.writeHead(
-              status,
-              flatten(limits.requestId ? withRequestId(headers, limits.requestId) : headers),
-            );
+            out.writeHead(status, flatHeaders(headers, limits.requestId));
             for (const c of chunks) out.write(c);
             chunks = [];
           },
@@ -215,7 +212,7 @@ export class Upstream {
           onResponseStart(controller, statusCode, parsed) {
             const raw = controller.rawHeaders;
             const pairs = responseHeaderPairs(Array.isArray(raw) ? raw : parsed, false);
-            outgoing.writeHead(statusCode, flatten(requestId ? withRequestId(pairs, requestId) : pairs));
+            outgoing.writeHead(statusCode, flatHeaders(pairs, requestId));
           },
           onResponseData(controller, chunk) {
             if (!outgoing.write(chunk)) {

@@ -1,5 +1,6 @@
 import { monotonicNow } from "../clock.js";
 import { StoreFullError } from "../errors.js";
+import { EvictionQueue } from "./eviction-queue.js";
 import {
   type AttemptEntry,
   type AttemptFilter,
@@ -88,7 +89,7 @@ export class MemoryStore implements IdempotencyStore {
   private readonly onEvict: () => void;
   private bytes = 0;
   /** Keys of records that may be evicted (completed, or released answers), oldest first. */
-  private readonly evictable = new Set<string>();
+  private readonly evictable = new EvictionQueue();
 
   constructor(options: MemoryStoreOptions = {}) {
     this.now = options.now ?? monotonicNow;
@@ -402,8 +403,7 @@ export class MemoryStore implements IdempotencyStore {
     }
     this.bytes += size - entry.bytes;
     entry.bytes = size;
-    this.evictable.delete(key);
-    this.evictable.add(key);
+    this.evictable.push(key);
     // Room is made for the answer just stored, never by evicting it: its caller's retry needs it.
     this.makeRoom(0, false, key);
   }
@@ -416,7 +416,7 @@ export class MemoryStore implements IdempotencyStore {
   private makeRoom(extra: number, newEntry: boolean, keep?: string): void {
     const full = () =>
       (newEntry && this.entries.size >= this.maxEntries) || this.bytes + extra > this.maxBytes;
-    for (const key of this.evictable) {
+    for (const key of this.evictable.oldest()) {
       if (!full()) return;
       if (key === keep) continue;
       this.drop(key);

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 import cluster from "node:cluster";
-import { readFile, writeFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { access, readFile, writeFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
+import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import cliProgress from "cli-progress";
 import { Command, InvalidArgumentError, Option } from "commander";
@@ -373,9 +376,21 @@ interface StormFlags {
   keyHeader: boolean;
   statsUrl?: string;
   json?: string;
+  html?: string;
 }
 
 async function stormCommand(opts: StormFlags): Promise<void> {
+  const startedAt = new Date().toISOString();
+  // Said before the storm, not after a run of minutes whose report has nowhere to go.
+  for (const [flag, file] of [
+    ["--json", opts.json],
+    ["--html", opts.html],
+  ] as const) {
+    if (file === undefined) continue;
+    await access(dirname(resolve(file)), constants.W_OK).catch((err: NodeJS.ErrnoException) => {
+      throw new Error(`${flag} ${file}: cannot write there (${err.code ?? err.message})`);
+    });
+  }
   const targets = [opts.target, ...(opts.compare ? [opts.compare] : [])];
   // A live bar only for a person at a terminal: not in CI, not when output is piped.
   const live = process.stderr.isTTY === true && !process.env.CI;
@@ -408,14 +423,39 @@ async function stormCommand(opts: StormFlags): Promise<void> {
         headers: { "content-type": "application/json", "x-tenant-id": "storm", ...opts.header },
         keyHeader: opts.keyHeader,
         statsUrl: opts.statsUrl,
+        detail: opts.html !== undefined,
         ...(bar ? { onProgress: (done: number) => bar.update(done) } : {}),
       }),
     );
     bar?.stop();
   }
-  process.stdout.write(`${formatReports(reports, opts.compare ? ["target", "compare"] : ["storm"])}\n`);
+  const labels = opts.compare ? ["target", "compare"] : ["storm"];
+  process.stdout.write(`${formatReports(reports, labels)}\n`);
+  // The JSON stays the summary it always was; the per-second and per-operation detail is the page's.
+  const summaries = reports.map(({ detail: _, ...summary }) => summary);
   if (opts.json)
-    await writeFile(opts.json, `${JSON.stringify(opts.compare ? reports : reports[0], null, 2)}\n`);
+    await writeFile(opts.json, `${JSON.stringify(opts.compare ? summaries : summaries[0], null, 2)}\n`);
+  if (opts.html) {
+    // Loaded only here: the page inlines the charting library, which nothing else reads.
+    const { stormHtml } = await import("./storm/html.js");
+    const page = await stormHtml(
+      reports.map((report, i) => ({ label: labels[i] as string, report })),
+      { command: commandLine(), version: packageVersion(), at: startedAt },
+    );
+    await writeFile(opts.html, page);
+    process.stdout.write(`report written to ${opts.html}\n`);
+  }
+}
+
+/** This process's command line as a shell would take it back. */
+function commandLine(): string {
+  const quote = (arg: string) => (/^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`);
+  return ["idempotency-gateway", ...process.argv.slice(2)].map(quote).join(" ");
+}
+
+function packageVersion(): string {
+  const require = createRequire(import.meta.url);
+  return (require("../package.json") as { version: string }).version;
 }
 
 interface InspectFlags {
@@ -649,6 +689,7 @@ export function buildCli(): Command {
     )
     .option("--stats-url <url>", "backend /stats to read before and after (duplicates created)", httpUrl)
     .option("--json <file>", "write the report(s) as JSON")
+    .option("--html <file>", "write a self-contained HTML report with charts (opens from disk, no network)")
     .action(stormCommand);
 
   return program;

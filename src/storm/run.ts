@@ -1,7 +1,15 @@
 import { createHash, randomBytes } from "node:crypto";
 import * as hdr from "hdr-histogram-js";
 import { Agent, request } from "undici";
-import { type BackendStats, Pattern, type StormOptions, type StormReport } from "./types.js";
+import {
+  type BackendStats,
+  Pattern,
+  type StormDetail,
+  type StormOperation,
+  type StormOptions,
+  type StormReport,
+  type StormSecond,
+} from "./types.js";
 
 export const DEFAULT_BODY = '{"invoiceNumber":"{key}","transactionId":"T-{i}","amount":{i}}';
 
@@ -13,6 +21,8 @@ export function render(template: string, vars: { key: string; i: number; run: st
 interface SendResult {
   status?: number;
   timedOut?: boolean;
+  /** Neither an answer nor a timeout: a network error (or a send abandoned at max duration). */
+  failed?: boolean;
   replayed?: boolean;
   bodyHash?: string;
 }
@@ -68,6 +78,7 @@ export async function runStorm(opts: StormOptions): Promise<StormReport> {
   const stopTimer = setTimeout(() => stop.abort(new Error("max duration reached")), opts.maxDurationMs);
   const take = limiter(opts.rate);
   const before = opts.statsUrl ? await readStats(opts.statsUrl, dispatcher) : undefined;
+  const detail = opts.detail ? new DetailCollector() : undefined;
 
   async function send(i: number, key: string): Promise<SendResult> {
     await take();
@@ -95,6 +106,7 @@ export async function runStorm(opts: StormOptions): Promise<StormReport> {
       const body = Buffer.from(await res.body.arrayBuffer());
       histogram.recordValue(Math.max(1, Math.round((performance.now() - started) * 1000)));
       count(String(res.statusCode));
+      detail?.answered(res.statusCode);
       const wasReplayed = res.headers["idempotent-replayed"] !== undefined;
       if (wasReplayed) replayed++;
       return {
@@ -109,7 +121,8 @@ export async function runStorm(opts: StormOptions): Promise<StormReport> {
       const timedOut =
         name === "TimeoutError" || (err as { code?: string }).code === "UND_ERR_HEADERS_TIMEOUT";
       count(timedOut ? "timeout" : "error");
-      return { timedOut };
+      detail?.answered(undefined);
+      return timedOut ? { timedOut } : { failed: true };
     } finally {
       clearTimeout(timer);
     }
@@ -134,6 +147,7 @@ export async function runStorm(opts: StormOptions): Promise<StormReport> {
     const hashes = new Set(results.map((r) => r.bodyHash).filter((h) => h !== undefined));
     if (hashes.size > 0) succeeded++;
     if (hashes.size > 1) inconsistent++;
+    detail?.operation(key, results, hashes.size);
     done++;
     opts.onProgress?.(done, opts.keys);
   }
@@ -182,5 +196,90 @@ export async function runStorm(opts: StormOptions): Promise<StormReport> {
         }
       : {}),
     stoppedEarly: stop.signal.aborted,
+    ...(detail ? { detail: detail.finish(histogram) } : {}),
   };
+}
+
+/** Latency at these "nines" (1 - 10^-n) is what an HDR plot draws: dense where the tail is. */
+const NINES_STEP = 0.05;
+/** The finest slice of the timeline. */
+const SLICE_MS = 100;
+
+/** What the HTML report draws, gathered as the storm runs. */
+class DetailCollector {
+  private readonly start = performance.now();
+  private readonly seconds: StormSecond[] = [];
+  private readonly sends: Record<string, number> = {};
+  private readonly by = { identical: 0, differing: 0, no2xx: 0 };
+  private worst: (StormOperation & { rank: number })[] = [];
+
+  answered(status: number | undefined): void {
+    const slice = Math.floor((performance.now() - this.start) / SLICE_MS);
+    for (let s = this.seconds.length; s <= slice; s++)
+      this.seconds.push({ at: (s * SLICE_MS) / 1000, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0, none: 0 });
+    const row = this.seconds[slice] as StormSecond;
+    if (status === undefined) row.none++;
+    else if (status < 300) row["2xx"]++;
+    else if (status < 400) row["3xx"]++;
+    else if (status < 500) row["4xx"]++;
+    else row["5xx"]++;
+  }
+
+  operation(key: string, results: readonly SendResult[], distinct2xx: number): void {
+    this.sends[results.length] = (this.sends[results.length] ?? 0) + 1;
+    if (distinct2xx > 1) this.by.differing++;
+    else if (distinct2xx === 0) this.by.no2xx++;
+    else this.by.identical++;
+    const rank = (distinct2xx > 1 ? 2e6 : distinct2xx === 0 ? 1e6 : 0) + results.length;
+    const statuses = results.map((r) =>
+      r.status !== undefined ? String(r.status) : r.timedOut ? "timeout" : r.failed ? "error" : "not sent",
+    );
+    this.worst.push({ key, sends: results.length, statuses, differing: distinct2xx > 1, rank });
+    if (this.worst.length > 40) this.keepWorst();
+  }
+
+  private keepWorst(): void {
+    this.worst = this.worst.sort((a, b) => b.rank - a.rank).slice(0, 20);
+  }
+
+  finish(histogram: hdr.Histogram): StormDetail {
+    this.keepWorst();
+    const percentiles: [number, number][] = [];
+    const total = histogram.totalCount;
+    const ms = (us: number) => Math.round(us / 10) / 100;
+    if (total > 0) {
+      // Up to the percentile that one answer in `total` still resolves, then the largest.
+      const last = Math.log10(total);
+      for (let n = 0; n < last; n += NINES_STEP) {
+        const p = 100 * (1 - 10 ** -n);
+        percentiles.push([p, ms(histogram.getValueAtPercentile(p))]);
+      }
+      percentiles.push([100 * (1 - 10 ** -last), ms(histogram.maxValue)]);
+    }
+    // Slices of 100 ms merged so that a long storm still draws as at most 120 of them.
+    const merge = Math.max(1, Math.ceil(this.seconds.length / 120));
+    const sliceMs = SLICE_MS * merge;
+    const timeline: StormSecond[] = [];
+    for (let i = 0; i < this.seconds.length; i += merge) {
+      const group = this.seconds.slice(i, i + merge);
+      const rate = (k: keyof Omit<StormSecond, "at">) =>
+        (group.reduce((sum, row) => sum + row[k], 0) * 1000) / sliceMs;
+      timeline.push({
+        at: (group[0] as StormSecond).at,
+        "2xx": rate("2xx"),
+        "3xx": rate("3xx"),
+        "4xx": rate("4xx"),
+        "5xx": rate("5xx"),
+        none: rate("none"),
+      });
+    }
+    return {
+      percentiles,
+      timeline,
+      sliceMs,
+      sendsPerOperation: this.sends,
+      operationsBy: this.by,
+      worst: this.worst.map(({ rank: _, ...op }) => op),
+    };
+  }
 }

@@ -40,6 +40,8 @@ export interface StormOptions {
   statsUrl?: string | undefined;
   runId?: string;
   onProgress?: (done: number, total: number) => void;
+  /** Also collect what the HTML report draws (StormReport.detail). */
+  detail?: boolean;
 }
 
 export interface BackendStats {
@@ -74,4 +76,42 @@ export interface StormReport {
   /** From the backend's /stats: what this storm made it execute. */
   backend?: { executions: number; duplicates: number };
   stoppedEarly: boolean;
+  /** With StormOptions.detail: what the HTML report draws. */
+  detail?: StormDetail;
+}
+
+/** The answers of one slice of the storm by class, as rates per second over the slice. */
+export interface StormSecond {
+  /** Start of the slice, in seconds since the start of the storm. */
+  at: number;
+  "2xx": number;
+  "3xx": number;
+  "4xx": number;
+  "5xx": number;
+  /** Sends that got no answer: timeouts and network errors. */
+  none: number;
+}
+
+/** One operation of the storm as the report lists it. */
+export interface StormOperation {
+  key: string;
+  sends: number;
+  /** Each send's status, or "timeout" / "error", in the order they were sent. */
+  statuses: string[];
+  /** Its 2xx answers were not all byte-identical. */
+  differing: boolean;
+}
+
+export interface StormDetail {
+  /** The latency distribution as an HDR plot draws it: [percentile, ms], up to the largest. */
+  percentiles: [number, number][];
+  /** Slices of the run, as many as fit 120 (100 ms at the least). */
+  timeline: StormSecond[];
+  sliceMs: number;
+  /** How many operations took n sends, by n. */
+  sendsPerOperation: Record<string, number>;
+  /** Operations whose 2xx answers were all identical, differed, or that got no 2xx. */
+  operationsBy: { identical: number; differing: number; no2xx: number };
+  /** The worst operations (differing 2xx first, then no 2xx, then most sends), at most 20. */
+  worst: StormOperation[];
 }

@@ -236,6 +236,25 @@ describe("storm command", () => {
     expect(report).toMatchObject({ timeouts: 30, stoppedEarly: false });
   });
 
+  it("refuses a report file it could not write before sending anything, with one clear line", async () => {
+    const backend = use(await startDemoBackend({ port: 0 }));
+    const r = await runCli([
+      "storm",
+      "--target",
+      `${backend.url}/invoices`,
+      "--stats-url",
+      `${backend.url}/stats`,
+      "--html",
+      join(tmpdir(), "no-such-dir", "report.html"),
+    ]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toContain("--html");
+    expect(r.stderr).toContain("ENOENT");
+    const stats = (await (await fetch(`${backend.url}/stats`)).json()) as { executions: number };
+    expect(stats.executions).toBe(0);
+  });
+
   it("refuses a bad flag with one clear line", async () => {
     const r = await runCli(["storm", "--target", "not a url"]);
     expect(r.code).not.toBe(0);

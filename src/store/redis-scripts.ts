@@ -22,18 +22,19 @@ function prelude(publish: Publish): string {
       return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     end
     -- What the key holds at time t: 'free', 'expired' (unknown past its TTL: free, but reported),
-    -- 'released', 'unknown' (marked so, or in flight with no lease left), 'in_flight' or 'completed'.
+    -- 'released', 'unknown' (marked so, or in flight with no lease left), 'in_flight' or 'completed';
+    -- and whether there is a record at all (a begin on a new key then skips clearing one).
     local function classify(t)
       local f = redis.call('HMGET', KEYS[1], 'state', 'expires')
       local state = f[1]
-      if not state then return 'free' end
+      if not state then return 'free', false end
       local unknown = state == 'unknown' or (state == 'in_flight' and redis.call('EXISTS', KEYS[2]) == 0)
       if (tonumber(f[2]) or 0) <= t then
-        if unknown then return 'expired' end
-        return 'free'
+        if unknown then return 'expired', true end
+        return 'free', true
       end
-      if unknown then return 'unknown' end
-      return state
+      if unknown then return 'unknown', true end
+      return state, true
     end
     local function record(view, t)
       local r = redis.call('HMGET', KEYS[1], ${FIELDS})
@@ -45,10 +46,12 @@ function prelude(publish: Publish): string {
     -- Fencing, at the head of every script that ends an attempt: only the attempt whose token
     -- (ARGV[1]) the in-flight record carries may write. One that is fenced out gives back a lease it
     -- still holds (the record vanished under it) and wakes waiters, so that nothing is left hanging.
-    local function owned()
+    -- While the record carries the token, no other attempt has begun on the key since (a begin
+    -- rewrites it), so the lease key is this attempt's or gone.
+    local function owned(t)
       local cur = redis.call('HMGET', KEYS[1], 'token', 'state', 'expires')
       -- A record past its TTL counts for no one, not even the attempt that wrote it.
-      if cur[1] == ARGV[1] and cur[2] == 'in_flight' and (tonumber(cur[3]) or 0) > now() then return true end
+      if cur[1] == ARGV[1] and cur[2] == 'in_flight' and (tonumber(cur[3]) or 0) > t then return true end
       if redis.call('GET', KEYS[2]) == ARGV[1] then
         redis.call('DEL', KEYS[2])
         redis.call('${publish}', ARGV[2], 'fenced')
@@ -81,7 +84,7 @@ export function storeScripts(publish: Publish) {
     // leaseMs, ttlMs, settleMs, takeOverUnknown. Returns {took, settlesInMs}, or the record that is there.
     idemBegin: `${PRELUDE}
     local t = now()
-    local view = classify(t)
+    local view, exists = classify(t)
     local took, settles = 'fresh', 0
     if view == 'expired' then
       took = 'expired'
@@ -91,17 +94,22 @@ export function storeScripts(publish: Publish) {
       return record(view, t)
     end
     local lease, ttl, settle = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-    local attempts = redis.call('HGET', KEYS[1], 'attempts')
-    redis.call('DEL', KEYS[1])
+    -- A new key (no record) has nothing to clear: every write here is paid on every first attempt.
+    local attempts = false
+    if exists then
+      attempts = redis.call('HGET', KEYS[1], 'attempts')
+      redis.call('DEL', KEYS[1])
+    end
     redis.call('HSET', KEYS[1], 'state', 'in_flight', 'token', ARGV[1], 'fp', ARGV[2], 'created', t,
       'expires', t + lease + ttl, 'took', took)
     if attempts then redis.call('HSET', KEYS[1], 'attempts', attempts) end
     redis.call('PEXPIRE', KEYS[1], lease + 2 * ttl)
     redis.call('SET', KEYS[2], ARGV[1], 'PX', lease)
     -- A take-over has sent nothing yet: the earlier request's settle time stands as it was.
+    -- Otherwise this attempt's settle marker replaces any earlier one (SET overwrites it).
     if took ~= 'unknown' then
-      redis.call('DEL', KEYS[3])
-      if settle > 0 then redis.call('SET', KEYS[3], '1', 'PX', lease + settle) end
+      if settle > 0 then redis.call('SET', KEYS[3], '1', 'PX', lease + settle)
+      else redis.call('DEL', KEYS[3]) end
     end
     return {took, settles}`,
     // ARGV: token, leaseMs, ttlMs, settleMs. A lease that ran out is not revived.
@@ -118,20 +126,22 @@ export function storeScripts(publish: Publish) {
     return 1`,
     // ARGV: token, channel, status, headers, body, ttlMs, reconciled.
     idemComplete: `${PRELUDE}
-    if not owned() then return 0 end
+    local t = now()
+    if not owned(t) then return 0 end
     local ttl = tonumber(ARGV[6])
     redis.call('HSET', KEYS[1], 'state', 'completed', 'status', ARGV[3], 'headers', ARGV[4], 'body', ARGV[5],
-      'expires', now() + ttl, 'recon', ARGV[7])
+      'expires', t + ttl, 'recon', ARGV[7])
     redis.call('PEXPIRE', KEYS[1], ttl)
-    dropLease()
-    redis.call('DEL', KEYS[3])
+    -- The lease (this attempt's, see owned) and the settle marker: the answer is stored.
+    redis.call('DEL', KEYS[2], KEYS[3])
     redis.call('${publish}', ARGV[2], 'completed')
     return 1`,
     // ARGV: token, channel, ttlMs, settleMs (0: nothing was sent).
     idemUnknown: `${PRELUDE}
-    if not owned() then return 0 end
+    local t = now()
+    if not owned(t) then return 0 end
     local ttl = tonumber(ARGV[3])
-    redis.call('HSET', KEYS[1], 'state', 'unknown', 'expires', now() + ttl)
+    redis.call('HSET', KEYS[1], 'state', 'unknown', 'expires', t + ttl)
     redis.call('PEXPIRE', KEYS[1], 2 * ttl)
     dropLease()
     -- Now it is known when the attempt stopped waiting: that, not the lease's end, starts the settle time.
@@ -144,7 +154,8 @@ export function storeScripts(publish: Publish) {
     // nothing was sent: a key taken over from 'unknown' goes back to it (the earlier request's outcome
     // is as unknown as before, settle time and all); any other key is freed.
     idemRelease: `${PRELUDE}
-    if not owned() then return 0 end
+    local t = now()
+    if not owned(t) then return 0 end
     dropLease()
     if ARGV[3] ~= 'hold' and redis.call('HGET', KEYS[1], 'took') == 'unknown' then
       redis.call('HSET', KEYS[1], 'state', 'unknown', 'token', '')
@@ -155,7 +166,7 @@ export function storeScripts(publish: Publish) {
     if ARGV[3] == 'hold' then
       local hold = tonumber(ARGV[7])
       redis.call('HSET', KEYS[1], 'state', 'released', 'status', ARGV[4], 'headers', ARGV[5], 'body', ARGV[6],
-        'expires', now() + hold, 'recon', '0')
+        'expires', t + hold, 'recon', '0')
       redis.call('PEXPIRE', KEYS[1], hold)
     else
       redis.call('DEL', KEYS[1])

@@ -14,6 +14,7 @@ import { Redis } from "ioredis";
 import { Agent, Pool, request } from "undici";
 import { DEFAULT_BODY, Pattern, runStorm } from "../src/storm/index.js";
 import { startPostgres, type TestPostgres } from "../test/helpers/postgres.js";
+import { startRedis } from "../test/helpers/redis.js";
 
 const CLI = fileURLToPath(new URL("../dist/cli.js", import.meta.url));
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 2_000);
@@ -264,32 +265,16 @@ function table(rows: Row[]): string {
   return lines.map((l) => l.map((cell, c) => cell.padEnd(widths[c] ?? 0)).join("  ")).join("\n");
 }
 
-async function startRedis(dir: string, extra: string[] = []): Promise<Proc & { redisUrl: string }> {
-  const port = 20_000 + Math.floor(Math.random() * 10_000);
-  const p = await spawnListening(
-    "redis-server",
-    [
-      "--port",
-      String(port),
-      "--bind",
-      "127.0.0.1",
-      "--save",
-      "",
-      "--appendonly",
-      "no",
-      "--dir",
-      dir,
-      ...extra,
-    ],
-    /(Ready to accept connections)/,
-  );
-  return { ...p, redisUrl: `redis://127.0.0.1:${port}` };
+/** A private redis-server (the test suite's, on a free port), stopped with the bench's other processes. */
+async function privateRedis(args: string[] = []): Promise<{ url: string; stop(): Promise<void> }> {
+  const redis = await startRedis({ own: true, args });
+  return { url: redis.url, stop: () => redis.close() };
 }
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), "idem-bench-"));
-  const procs: Proc[] = [];
-  const keep = <T extends Proc>(p: T) => {
+  const procs: { stop(): Promise<void> }[] = [];
+  const keep = <T extends { stop(): Promise<void> }>(p: T) => {
     procs.push(p);
     return p;
   };
@@ -297,9 +282,9 @@ async function main(): Promise<void> {
   const say = (text: string) => process.stderr.write(`${text}\n`);
   let postgres: TestPostgres | undefined;
   try {
-    const redis = keep(await startRedis(dir));
+    const redis = keep(await privateRedis());
     const memory = "{ kind: memory }";
-    const shared = `{ kind: redis, redis: { url: "${redis.redisUrl}", prefix: "bench:" } }`;
+    const shared = `{ kind: redis, redis: { url: "${redis.url}", prefix: "bench:" } }`;
 
     say("backend at 0 ms latency: direct, pass-through, first attempts and replays");
     const b0 = keep(await startBackend("0ms"));
@@ -319,23 +304,23 @@ async function main(): Promise<void> {
     rows.push({ name: "replay, memory", ...(await versus(base0, `${gwMem.url}/invoices`, replay)) });
     rows.push({
       name: "first attempt, redis",
-      ...(await versusCounted(redis.redisUrl, base0, `${gwRedis.url}/invoices`, fresh("r"))),
+      ...(await versusCounted(redis.url, base0, `${gwRedis.url}/invoices`, fresh("r"))),
       target: 0.2,
     });
     rows.push({
       name: "replay, redis",
-      ...(await versusCounted(redis.redisUrl, base0, `${gwRedis.url}/invoices`, replay)),
+      ...(await versusCounted(redis.url, base0, `${gwRedis.url}/invoices`, replay)),
       target: 0.32,
     });
     // store.redis.replicas: 1, against a replica of the same server: what the WAIT costs.
-    const replicaOf = new URL(redis.redisUrl);
-    keep(await startRedis(dir, ["--replicaof", replicaOf.hostname, replicaOf.port]));
-    await replicaOnline(redis.redisUrl);
-    const durable = `{ kind: redis, redis: { url: "${redis.redisUrl}", prefix: "bench-r1:", replicas: 1 } }`;
+    const replicaOf = new URL(redis.url);
+    keep(await privateRedis(["--replicaof", replicaOf.hostname, replicaOf.port]));
+    await replicaOnline(redis.url);
+    const durable = `{ kind: redis, redis: { url: "${redis.url}", prefix: "bench-r1:", replicas: 1 } }`;
     const gwDurable = keep(await startGateway(b0.url, durable, dir));
     rows.push({
       name: "first attempt, redis, replicas: 1",
-      ...(await versusCounted(redis.redisUrl, base0, `${gwDurable.url}/invoices`, fresh("r1"))),
+      ...(await versusCounted(redis.url, base0, `${gwDurable.url}/invoices`, fresh("r1"))),
     });
     // The PostgreSQL store, on a private PostgreSQL (initdb, pg_ctl; or PG_URL).
     postgres = await startPostgres();
@@ -365,7 +350,7 @@ async function main(): Promise<void> {
     });
     rows.push({
       name: "first attempt, redis, 20 ms",
-      ...(await versusCounted(redis.redisUrl, base20, `${gw20Redis.url}/invoices`, fresh("r20"))),
+      ...(await versusCounted(redis.url, base20, `${gw20Redis.url}/invoices`, fresh("r20"))),
       target: 0.9,
     });
 

@@ -456,6 +456,12 @@ export const configSchema = z.strictObject({
     .strictObject({
       level: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
       pretty: z.boolean().default(false).describe("Human-readable lines instead of JSON. By default, JSON."),
+      access: z
+        .boolean()
+        .default(true)
+        .describe(
+          "One line per protected request, at info. Off, a request costs less CPU time; metrics and the attempt log still count it.",
+        ),
     })
     .prefault({}),
   audit: z

@@ -13,8 +13,12 @@ import { startAdmin } from "./admin.js";
 import { createApp, refuseOversizeExpect } from "./app.js";
 import { AttemptLog } from "./attempt-log.js";
 import { listening } from "./listen.js";
+import { LogLines, standardOutputSink } from "./log-lines.js";
 import { GatewayMetrics, MeasuredStore } from "./metrics.js";
 import { type RequestEvent, RequestOutcome } from "./observe.js";
+
+/** pino's number for the warn level. */
+const WARN = 40;
 
 export interface RunningGateway {
   url: string;
@@ -63,10 +67,41 @@ async function openCallbackLog(
   }
 }
 
-/** The process's logger: JSON lines, or human-readable ones only when asked (log.pretty). */
-export function createLogger(config: Config["log"]): Logger {
-  if (!config.pretty) return pino({ level: config.level });
-  return pino({ level: config.level, transport: { target: "pino-pretty", options: { destination: 2 } } });
+let standardOutput: LogLines | undefined;
+
+/** Standard output's line gatherer: one per process, shared by its loggers, written out at exit. */
+function standardOutputLines(): LogLines {
+  if (!standardOutput) {
+    const lines = new LogLines(standardOutputSink());
+    process.on("exit", () => lines.flush());
+    standardOutput = lines;
+  }
+  return standardOutput;
+}
+
+/**
+ * The process's logger: JSON lines, or human-readable ones only when asked (log.pretty). JSON lines
+ * are written in chunks (see LogLines); a warning or an error writes what is gathered at once.
+ */
+export function createLogger(
+  config: Pick<Config["log"], "level" | "pretty">,
+  destination?: LogLines,
+): Logger {
+  if (config.pretty)
+    return pino({ level: config.level, transport: { target: "pino-pretty", options: { destination: 2 } } });
+  const lines = destination ?? standardOutputLines();
+  return pino(
+    {
+      level: config.level,
+      hooks: {
+        logMethod(args, method, level) {
+          method.apply(this, args);
+          if (level >= WARN) lines.flush();
+        },
+      },
+    },
+    lines,
+  );
 }
 
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
@@ -128,6 +163,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     metrics.observe(ev);
     if (callbackLog) callbackLog.add(callbackRow(ev, routeNamed.get(ev.route)));
     else if (config.audit.attempts > 0) attempts.add(ev);
+    if (!config.log.access) return;
     logger.info(
       {
         requestId: ev.requestId,

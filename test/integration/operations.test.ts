@@ -288,4 +288,15 @@ describe("logs", () => {
     expect(up.calls[0]?.headers["x-request-id"]).toBe("rid-given");
     expect(up.calls[1]?.headers["x-request-id"]).toMatch(/^[0-9a-f-]{36}$/);
   });
+
+  it("leave the line per request out with log.access: false, and still count the requests", async () => {
+    const { gw, lines } = await setup(undefined, { log: { access: false } });
+    await send(`${gw.url}/invoices`, invoice("A-1"));
+    await send(`${gw.url}/invoices`, invoice("A-1"));
+    expect(lines.filter((l) => l.msg === "protected request")).toEqual([]);
+    const text = (await admin(gw, "/metrics")).body.toString();
+    expect(
+      sample(text, "idempotency_gateway_requests_total", { route: "create-invoice", outcome: "replayed" }),
+    ).toBe(1);
+  });
 });

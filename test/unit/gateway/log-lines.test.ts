@@ -1,0 +1,119 @@
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import fc from "fast-check";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { createLogger } from "../../../src/gateway/index.js";
+import { type LineSink, LogLines } from "../../../src/gateway/log-lines.js";
+
+/** A sink that keeps every chunk it is given. */
+function recorder(): LineSink & { chunks: string[] } {
+  return {
+    chunks: [],
+    write(chunk: string) {
+      this.chunks.push(chunk);
+    },
+  };
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("LogLines", () => {
+  it("holds lines for delayMs, then writes them in order as one chunk", () => {
+    vi.useFakeTimers();
+    const sink = recorder();
+    const lines = new LogLines(sink, { delayMs: 50 });
+    lines.write("a\n");
+    vi.advanceTimersByTime(20);
+    lines.write("b\n");
+    vi.advanceTimersByTime(29);
+    expect(sink.chunks).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(sink.chunks).toEqual(["a\nb\n"]);
+    // The next line starts a new wait.
+    lines.write("c\n");
+    vi.advanceTimersByTime(49);
+    expect(sink.chunks).toEqual(["a\nb\n"]);
+    vi.advanceTimersByTime(1);
+    expect(sink.chunks).toEqual(["a\nb\n", "c\n"]);
+  });
+
+  it("writes chunks of whole lines, none over chunkBytes unless one line alone is", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.string({ unit: "grapheme", maxLength: 60 }), { maxLength: 80 }),
+        fc.integer({ min: 1, max: 200 }),
+        (texts, chunkBytes) => {
+          const sink = recorder();
+          const lines = new LogLines(sink, { chunkBytes, delayMs: 1_000_000 });
+          const written = texts.map((t) => `${t}\n`);
+          for (const line of written) lines.write(line);
+          lines.flush();
+          expect(sink.chunks.join("")).toBe(written.join(""));
+          for (const chunk of sink.chunks) {
+            expect(chunk.endsWith("\n")).toBe(true);
+            const alone = written.includes(chunk);
+            if (!alone) expect(Buffer.byteLength(chunk)).toBeLessThanOrEqual(chunkBytes);
+          }
+        },
+      ),
+    );
+  });
+
+  it("passes a flush callback straight through, lines or none", () => {
+    const sink = recorder();
+    const lines = new LogLines(sink);
+    const done = vi.fn();
+    lines.flush(done);
+    lines.write("x\n");
+    lines.flush(done);
+    expect(done).toHaveBeenCalledTimes(2);
+    expect(sink.chunks).toEqual(["x\n"]);
+  });
+});
+
+describe("createLogger", () => {
+  it("holds info lines back but writes at once, in order, when a warning or an error comes", () => {
+    vi.useFakeTimers();
+    const sink = recorder();
+    const logger = createLogger({ level: "info", pretty: false }, new LogLines(sink, { delayMs: 50 }));
+    logger.info({ n: 1 }, "first");
+    logger.info({ n: 2 }, "second");
+    expect(sink.chunks).toEqual([]);
+    logger.warn("careful");
+    const msgs = sink.chunks
+      .join("")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l).msg);
+    expect(msgs).toEqual(["first", "second", "careful"]);
+    logger.error("bad");
+    expect(sink.chunks).toHaveLength(2);
+  });
+
+  it("writes what it holds when the process exits, however it exits", async () => {
+    const gateway = fileURLToPath(new URL("../../../dist/gateway/index.js", import.meta.url));
+    for (const exit of ["process.exit(3)", "undefined"]) {
+      const script = `
+        const { createLogger } = await import(${JSON.stringify(gateway)});
+        const logger = createLogger({ level: "info", pretty: false });
+        for (let i = 0; i < 3; i++) logger.info({ i }, "held");
+        ${exit};`;
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      let out = "";
+      child.stdout.on("data", (c: Buffer) => {
+        out += c.toString();
+      });
+      const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+      expect(code).toBe(exit === "undefined" ? 0 : 3);
+      const lines = out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l));
+      expect(lines.map((l) => l.i)).toEqual([0, 1, 2]);
+    }
+  });
+});

@@ -8,16 +8,23 @@ import { hash } from "node:crypto";
  * `__proto__` member into a prototype and encode `{"__proto__":1}` as `{}`.
  */
 export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value !== null && typeof value === "object") {
-    const obj = value as Record<string, unknown>;
-    const members = Object.keys(obj)
-      .sort()
-      .filter((key) => obj[key] !== undefined)
-      .map((key) => `${JSON.stringify(key)}:${canonicalJson(obj[key])}`);
-    return `{${members.join(",")}}`;
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+  // Loops and one string rather than map/filter/join: keys and fingerprints encode a few small
+  // tuples on every request.
+  if (Array.isArray(value)) {
+    let out = "[";
+    for (let i = 0; i < value.length; i++) out += (i === 0 ? "" : ",") + canonicalJson(value[i]);
+    return `${out}]`;
   }
-  return JSON.stringify(value) ?? "null";
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj).sort();
+  let out = "{";
+  for (const key of keys) {
+    const member = obj[key];
+    if (member === undefined) continue;
+    out += `${out.length === 1 ? "" : ","}${JSON.stringify(key)}:${canonicalJson(member)}`;
+  }
+  return `${out}}`;
 }
 
 /** One-shot: no Hash object per call, and a request makes three of these. */

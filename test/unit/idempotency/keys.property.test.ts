@@ -84,3 +84,39 @@ describe("key derivation properties", () => {
     );
   });
 });
+
+/** canonicalJson as it was first written (map, filter, join): the encoding stored keys were made with. */
+function canonicalJsonAsFirstWritten(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJsonAsFirstWritten).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const obj = value as Record<string, unknown>;
+    const members = Object.keys(obj)
+      .sort()
+      .filter((key) => obj[key] !== undefined)
+      .map((key) => `${JSON.stringify(key)}:${canonicalJsonAsFirstWritten(obj[key])}`);
+    return `{${members.join(",")}}`;
+  }
+  return JSON.stringify(value) ?? "null";
+}
+
+describe("canonicalJson", () => {
+  it("encodes every JSON value (and undefined members) exactly as the first version did, so stored keys still match", () => {
+    const withUndefined = fc.letrec((tie) => ({
+      value: fc.oneof(
+        { depthSize: "small" },
+        fc.jsonValue({ maxDepth: 2 }),
+        fc.constant(undefined),
+        fc.array(tie("value"), { maxLength: 4 }),
+        fc.dictionary(fc.oneof(fc.string(), fc.constantFrom("__proto__", "constructor", "")), tie("value"), {
+          maxKeys: 4,
+        }),
+      ),
+    })).value;
+    fc.assert(
+      fc.property(withUndefined, (value) => {
+        expect(canonicalJson(value)).toBe(canonicalJsonAsFirstWritten(value));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});

@@ -95,7 +95,10 @@ const WRITE_TRIES = 40;
  * ended with: copies of one operation never each execute it.
  */
 export class IdempotencyEngine {
-  private readonly active = new Set<Promise<unknown>>();
+  /** Attempts under way, counted by `attempt` itself rather than by a promise callback per attempt. */
+  private active = 0;
+  /** What `drain` waits on: called when `active` comes down to 0. */
+  private idle: (() => void)[] = [];
   private readonly events: EngineEvents;
   private readonly now: () => number;
   private waiting = 0;
@@ -110,7 +113,7 @@ export class IdempotencyEngine {
 
   /** Attempts currently forwarding. */
   get activeAttempts(): number {
-    return this.active.size;
+    return this.active;
   }
 
   /** Requests currently waiting for a concurrent duplicate to finish. */
@@ -131,7 +134,9 @@ export class IdempotencyEngine {
       begun = await this.store.begin(key, {
         token,
         fingerprint,
-        ...times(settings, true),
+        leaseMs: settings.lockTtlMs,
+        ttlMs: settings.ttlMs,
+        settleMs: settings.settleMs,
         takeOverUnknown: settings.onUnknown !== "reject",
       });
     } catch (err) {
@@ -141,7 +146,7 @@ export class IdempotencyEngine {
     if (begun.acquired) {
       if (begun.took === "expired") this.events.unknownExpired?.(key);
       const reconcile = begun.took === "unknown" && settings.onUnknown === "reconcile" ? probe : undefined;
-      return this.track(this.attempt(settings, key, token, begun, forward, reconcile));
+      return this.attempt(settings, key, token, begun, forward, reconcile);
     }
     const { record } = begun;
     if (record.fingerprint !== fingerprint) throw new KeyReusedError();
@@ -164,26 +169,17 @@ export class IdempotencyEngine {
 
   /** Resolves when every attempt under way has ended, or after `timeoutMs`; true when all ended. */
   async drain(timeoutMs: number): Promise<boolean> {
+    if (this.active === 0) return true;
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<false>((resolve) => {
+    const ended = new Promise<boolean>((resolve) => {
+      this.idle.push(() => resolve(true));
       timer = setTimeout(() => resolve(false), timeoutMs);
     });
-    const all = (async () => {
-      while (this.active.size > 0) await Promise.allSettled([...this.active]);
-      return true as const;
-    })();
     try {
-      return await Promise.race([all, timedOut]);
+      return await ended;
     } finally {
       clearTimeout(timer);
     }
-  }
-
-  private track<T>(promise: Promise<T>): Promise<T> {
-    this.active.add(promise);
-    const remove = () => this.active.delete(promise);
-    promise.then(remove, remove);
-    return promise;
   }
 
   private async waitSettled(key: string, deadline: number): Promise<StoredRecord | undefined> {
@@ -257,6 +253,7 @@ export class IdempotencyEngine {
       );
     }, every);
     keepAlive.unref();
+    this.active++;
     try {
       if (!sent) {
         if (reconcile) {
@@ -319,6 +316,11 @@ export class IdempotencyEngine {
       return { response, replayed: false, outcome: Outcome.NotStored };
     } finally {
       clearInterval(keepAlive);
+      if (--this.active === 0) {
+        const waiting = this.idle;
+        this.idle = [];
+        for (const wake of waiting) wake();
+      }
     }
   }
 
@@ -368,19 +370,21 @@ export class IdempotencyEngine {
     ).retryAfter();
   }
 
-  /** Runs a write that ends an attempt; its failure must not hide the upstream's answer from the caller. */
   /**
    * The write that ends an attempt. The caller is answered whatever happens to it; if the store was
    * unreachable, it is repeated in the background, so that a store back within WRITE_TRIES still
    * gets the answer and replays it, rather than holding the key unknown.
    */
-  private async settle(key: string, write: () => Promise<boolean>): Promise<void> {
-    try {
-      if (!(await write())) this.events.leaseLost?.(key);
-    } catch (err) {
-      this.events.storeWriteFailed?.(key, err);
-      if (err instanceof StoreUnavailableError) this.retryLater(write);
-    }
+  private settle(key: string, write: () => Promise<boolean>): Promise<void> {
+    return write().then(
+      (landed) => {
+        if (!landed) this.events.leaseLost?.(key);
+      },
+      (err: unknown) => {
+        this.events.storeWriteFailed?.(key, err);
+        if (err instanceof StoreUnavailableError) this.retryLater(write);
+      },
+    );
   }
 }
 

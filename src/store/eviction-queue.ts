@@ -10,11 +10,14 @@
  * it. A slot is met a bounded number of times, so an eviction costs O(1) amortized.
  */
 export class EvictionQueue {
-  private slots: { key: string; seq: number }[] = [];
+  // Two parallel arrays rather than an object per slot: a slot lives as long as its record, and
+  // every object a record keeps is one more for the garbage collector to copy and promote.
+  private keys: string[] = [];
+  private seqs: number[] = [];
   private head = 0;
   private next = 0;
   private readonly live = new Map<string, number>();
-  /** Slots visited by `oldest` and compaction so far: what an eviction costs, for tests. */
+  /** Slots visited by `first`, `oldest` and compaction so far: what an eviction costs, for tests. */
   scanned = 0;
 
   get size(): number {
@@ -25,7 +28,8 @@ export class EvictionQueue {
   push(key: string): void {
     const seq = this.next++;
     this.live.set(key, seq);
-    this.slots.push({ key, seq });
+    this.keys.push(key);
+    this.seqs.push(seq);
     this.compactIfSparse();
   }
 
@@ -33,31 +37,48 @@ export class EvictionQueue {
     if (this.live.delete(key)) this.compactIfSparse();
   }
 
+  /** The oldest live key, or undefined when there is none. */
+  first(): string | undefined {
+    const { keys, seqs, live } = this;
+    while (this.head < keys.length) {
+      this.scanned++;
+      const key = keys[this.head] as string;
+      if (live.get(key) === seqs[this.head]) return key;
+      // A skipped slot at the front is gone for good.
+      this.head++;
+    }
+    return undefined;
+  }
+
   /** Live keys from the oldest on; the caller may delete the key it is given before asking for the next. */
   *oldest(): Generator<string> {
-    for (let i = this.head; i < this.slots.length; i++) {
+    for (let i = this.head; i < this.keys.length; i++) {
       this.scanned++;
-      const slot = this.slots[i] as { key: string; seq: number };
-      if (this.live.get(slot.key) !== slot.seq) {
-        // A skipped slot at the front is gone for good.
+      const key = this.keys[i] as string;
+      if (this.live.get(key) !== this.seqs[i]) {
         if (i === this.head) this.head++;
         continue;
       }
-      yield slot.key;
+      yield key;
     }
   }
 
-  /** Rebuilds the array once half of its slots (the skipped front included) hold no live key. */
+  /** Rebuilds the arrays once half of their slots (the skipped front included) hold no live key. */
   private compactIfSparse(): void {
-    const total = this.slots.length;
+    const total = this.keys.length;
     if (total < 1024 || (total - this.live.size) * 2 < total) return;
-    const kept: { key: string; seq: number }[] = [];
-    for (let i = this.head; i < this.slots.length; i++) {
+    const keys: string[] = [];
+    const seqs: number[] = [];
+    for (let i = this.head; i < total; i++) {
       this.scanned++;
-      const slot = this.slots[i] as { key: string; seq: number };
-      if (this.live.get(slot.key) === slot.seq) kept.push(slot);
+      const key = this.keys[i] as string;
+      if (this.live.get(key) === this.seqs[i]) {
+        keys.push(key);
+        seqs.push(this.seqs[i] as number);
+      }
     }
-    this.slots = kept;
+    this.keys = keys;
+    this.seqs = seqs;
     this.head = 0;
   }
 }

@@ -61,6 +61,12 @@ export interface MemoryStoreOptions {
  */
 const ENTRY_OVERHEAD = 1024;
 
+/** Sets `expires` and `dropAt` of a record that counts for `liveMs` and is kept `graceMs` past that. */
+function setLifetime(entry: Entry, now: number, liveMs: number, graceMs: number): void {
+  entry.expires = now + liveMs;
+  entry.dropAt = now + liveMs + graceMs;
+}
+
 /**
  * What a key holds right now, expiry decided: `expired` is an unknown record whose TTL has run out;
  * `live` says whether it reads as unknown (marked so, or in flight with its lease run out).
@@ -132,7 +138,8 @@ export class MemoryStore implements IdempotencyStore {
       token: lease.token,
       took,
       leaseUntil: now + lease.leaseMs,
-      ...this.lifetime(now, lease.leaseMs + lease.ttlMs, lease.ttlMs),
+      expires: now + lease.leaseMs + lease.ttlMs,
+      dropAt: now + lease.leaseMs + 2 * lease.ttlMs,
       // A take-over has not sent anything yet: the earlier request's settle time stands as it was.
       settleUntil:
         took === "unknown"
@@ -140,7 +147,7 @@ export class MemoryStore implements IdempotencyStore {
           : lease.settleMs > 0
             ? now + lease.leaseMs + lease.settleMs
             : now,
-      ...(previous?.attempts ? { attempts: previous.attempts } : {}),
+      attempts: previous?.attempts,
       bytes: 0,
     });
     return { acquired: true, took, settlesInMs };
@@ -152,7 +159,7 @@ export class MemoryStore implements IdempotencyStore {
     // A lease that has run out is not revived: the key already reads unknown to everyone else.
     if (!entry || entry.leaseUntil <= now) return false;
     entry.leaseUntil = now + times.leaseMs;
-    Object.assign(entry, this.lifetime(now, times.leaseMs + times.ttlMs, times.ttlMs));
+    setLifetime(entry, now, times.leaseMs + times.ttlMs, times.ttlMs);
     if (times.settleMs > 0) {
       entry.settleUntil = Math.max(entry.settleUntil, now + times.leaseMs + times.settleMs);
     }
@@ -164,7 +171,7 @@ export class MemoryStore implements IdempotencyStore {
     if (!entry) return false;
     entry.state = RecordState.Completed;
     entry.response = response;
-    Object.assign(entry, this.lifetime(this.now(), ttlMs, 0));
+    setLifetime(entry, this.now(), ttlMs, 0);
     this.answered(key, entry);
     this.notify(key);
     return true;
@@ -175,7 +182,7 @@ export class MemoryStore implements IdempotencyStore {
     if (!entry) return false;
     const now = this.now();
     entry.state = RecordState.Unknown;
-    Object.assign(entry, this.lifetime(now, times.ttlMs, times.ttlMs));
+    setLifetime(entry, now, times.ttlMs, times.ttlMs);
     // Now it is known when the attempt stopped waiting: that, not the lease's end, starts the settle time.
     if (times.settleMs > 0) entry.settleUntil = now + times.settleMs;
     this.notify(key);
@@ -188,7 +195,7 @@ export class MemoryStore implements IdempotencyStore {
     if (response && holdMs > 0) {
       entry.state = RecordState.Released;
       entry.response = response;
-      Object.assign(entry, this.lifetime(this.now(), holdMs, 0));
+      setLifetime(entry, this.now(), holdMs, 0);
       this.answered(key, entry);
     } else if (entry.took === "unknown") {
       // Nothing was sent: the earlier request's outcome is as unknown as before.
@@ -234,7 +241,7 @@ export class MemoryStore implements IdempotencyStore {
     if (response) {
       entry.state = RecordState.Completed;
       entry.response = response;
-      Object.assign(entry, this.lifetime(this.now(), ttlMs, 0));
+      setLifetime(entry, this.now(), ttlMs, 0);
       entry.token = "";
       this.answered(key, entry);
     } else {
@@ -310,11 +317,6 @@ export class MemoryStore implements IdempotencyStore {
     // A record past its TTL counts for no one, not even the attempt that wrote it.
     const entry = c.kind === "live" ? c.entry : undefined;
     return entry?.state === RecordState.InFlight && entry.token === token ? entry : undefined;
-  }
-
-  /** `expires` and `dropAt` for a record that counts for `liveMs` and is kept `graceMs` past that. */
-  private lifetime(now: number, liveMs: number, graceMs: number): { expires: number; dropAt: number } {
-    return { expires: now + liveMs, dropAt: now + liveMs + graceMs };
   }
 
   /**
@@ -414,14 +416,19 @@ export class MemoryStore implements IdempotencyStore {
    * A new record that still does not fit is refused (503), an answer is kept over the bound.
    */
   private makeRoom(extra: number, newEntry: boolean, keep?: string): void {
-    const full = () =>
-      (newEntry && this.entries.size >= this.maxEntries) || this.bytes + extra > this.maxBytes;
-    for (const key of this.evictable.oldest()) {
-      if (!full()) return;
-      if (key === keep) continue;
+    while (this.isFull(extra, newEntry)) {
+      const key = this.evictable.first();
+      // `keep` was made evictable last: when it is the oldest left, nothing else can go.
+      if (key === undefined || key === keep) {
+        if (newEntry) throw new StoreFullError();
+        return;
+      }
       this.drop(key);
       this.onEvict();
     }
-    if (full() && newEntry) throw new StoreFullError();
+  }
+
+  private isFull(extra: number, newEntry: boolean): boolean {
+    return (newEntry && this.entries.size >= this.maxEntries) || this.bytes + extra > this.maxBytes;
   }
 }

@@ -111,7 +111,8 @@ export type BeginResult =
 /**
  * What the engine asks of a store. Every write that ends an attempt names the attempt's token and
  * does nothing (returns false) when the record is no longer that attempt's: an attempt that lost
- * its lease cannot overwrite or release the record of the one that took over (fencing).
+ * its lease cannot overwrite or release the record of the one that took over (fencing). A failure
+ * is a rejected promise, never a synchronous throw.
  */
 export interface IdempotencyStore {
   readonly kind: string;

@@ -52,6 +52,35 @@ afterEach(async () => {
 });
 
 describe("engine on an injected clock", () => {
+  it("drain waits for every attempt under way, and gives up at its timeout", async () => {
+    const s = settings();
+    const engine = new IdempotencyEngine(store);
+    expect(await engine.drain(1_000)).toBe(true);
+    const a = heldForward();
+    const b = heldForward();
+    const first = engine.handle(s, "a", "fp", a.forward);
+    const second = engine.handle(s, "b", "fp", b.forward);
+    await vi.advanceTimersByTimeAsync(0);
+    expect(engine.activeAttempts).toBe(2);
+    const timedOut = engine.drain(1_000);
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(await timedOut).toBe(false);
+    const drained = engine.drain(60_000);
+    let ended = false;
+    void drained.then(() => {
+      ended = true;
+    });
+    a.answer(ok("a"));
+    await first;
+    await vi.advanceTimersByTimeAsync(0);
+    expect(ended).toBe(false);
+    expect(engine.activeAttempts).toBe(1);
+    b.answer(ok("b"));
+    await second;
+    expect(await drained).toBe(true);
+    expect(engine.activeAttempts).toBe(0);
+  });
+
   it("a waiter never outlives its deadline, however long the attempt keeps its lease", async () => {
     const s = settings({ waitTimeout: "2s", lockTtl: "300ms" });
     const engine = new IdempotencyEngine(store);

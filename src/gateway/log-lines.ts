@@ -1,4 +1,4 @@
-import { type DestinationStream, pino } from "pino";
+import { type DestinationStream, type LogFn, type Logger, pino } from "pino";
 
 /** Where gathered lines go: standard output in the gateway (see `standardOutputSink`), a recorder in tests. */
 export interface LineSink {
@@ -70,4 +70,18 @@ export class LogLines implements DestinationStream {
     }
     done?.();
   }
+}
+
+/** pino's number for the warn level. */
+const WARN = 40;
+
+/**
+ * createLogger's logMethod hook: a warning or an error writes the lines gathered so far, its own
+ * included, at once. One function for every logger, so that `accessLog` can tell it from others.
+ */
+export function flushOnWarning(this: Logger, args: Parameters<LogFn>, method: LogFn, level: number): void {
+  method.apply(this, args);
+  if (level < WARN) return;
+  const stream = (this as unknown as Record<symbol, unknown>)[pino.symbols.streamSym];
+  if (stream instanceof LogLines) stream.flush();
 }

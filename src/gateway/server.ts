@@ -9,16 +9,14 @@ import { type CompiledRoute, type Config, RouteTable } from "../config/index.js"
 import { IdempotencyEngine } from "../idempotency/index.js";
 import { TrustedProxies, Upstream } from "../proxy/index.js";
 import { createStore, type IdempotencyStore } from "../store/index.js";
+import { accessLog } from "./access-log.js";
 import { startAdmin } from "./admin.js";
 import { createApp, refuseOversizeExpect } from "./app.js";
 import { AttemptLog } from "./attempt-log.js";
 import { listening } from "./listen.js";
-import { LogLines, standardOutputSink } from "./log-lines.js";
+import { flushOnWarning, LogLines, standardOutputSink } from "./log-lines.js";
 import { GatewayMetrics, MeasuredStore } from "./metrics.js";
 import { type RequestEvent, RequestOutcome } from "./observe.js";
-
-/** pino's number for the warn level. */
-const WARN = 40;
 
 export interface RunningGateway {
   url: string;
@@ -93,12 +91,7 @@ export function createLogger(
   return pino(
     {
       level: config.level,
-      hooks: {
-        logMethod(args, method, level) {
-          method.apply(this, args);
-          if (level >= WARN) lines.flush();
-        },
-      },
+      hooks: { logMethod: flushOnWarning },
     },
     lines,
   );
@@ -158,26 +151,13 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     ...routes.routes.map((r) => [r.name, r] as const),
     [routes.fallback.name, routes.fallback],
   ]);
+  const writeAccessLine = accessLog(logger);
   const observe = (ev: RequestEvent) => {
     if (ev.outcome === RequestOutcome.Unprotected) unprotected++;
     metrics.observe(ev);
     if (callbackLog) callbackLog.add(callbackRow(ev, routeNamed.get(ev.route)));
     else if (config.audit.attempts > 0) attempts.add(ev);
-    if (!config.log.access) return;
-    logger.info(
-      {
-        requestId: ev.requestId,
-        route: ev.route,
-        method: ev.method,
-        path: ev.path,
-        key: ev.storeKey,
-        outcome: ev.outcome,
-        status: ev.status,
-        upstreamMs: ev.upstreamMs === undefined ? undefined : Math.round(ev.upstreamMs * 10) / 10,
-        totalMs: Math.round(ev.totalMs * 10) / 10,
-      },
-      "protected request",
-    );
+    if (config.log.access) writeAccessLine(ev);
   };
   const app = createApp({
     routes,

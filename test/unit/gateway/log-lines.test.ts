@@ -2,8 +2,10 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
+import { accessLog } from "../../../src/gateway/access-log.js";
 import { createLogger } from "../../../src/gateway/index.js";
 import { type LineSink, LogLines } from "../../../src/gateway/log-lines.js";
+import { RequestOutcome } from "../../../src/gateway/observe.js";
 
 /** A sink that keeps every chunk it is given. */
 function recorder(): LineSink & { chunks: string[] } {
@@ -90,6 +92,34 @@ describe("createLogger", () => {
     expect(msgs).toEqual(["first", "second", "careful"]);
     logger.error("bad");
     expect(sink.chunks).toHaveLength(2);
+  });
+
+  it("gathers access lines with the rest, and a warning writes them in order", () => {
+    vi.useFakeTimers();
+    const sink = recorder();
+    const logger = createLogger({ level: "info", pretty: false }, new LogLines(sink, { delayMs: 50 }));
+    accessLog(logger)({
+      time: 0,
+      requestId: "r-1",
+      route: "create-invoice",
+      method: "POST",
+      path: "/invoices",
+      storeKey: "k",
+      outcome: RequestOutcome.Executed,
+      status: 201,
+      upstreamMs: 20.04,
+      totalMs: 21.06,
+    });
+    expect(sink.chunks).toEqual([]);
+    logger.warn("careful");
+    const lines = sink.chunks
+      .join("")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.msg)).toEqual(["protected request", "careful"]);
+    expect(lines[0]).toMatchObject({ level: 30, requestId: "r-1", key: "k", upstreamMs: 20, totalMs: 21.1 });
+    expect(lines[0].pid).toBe(process.pid);
   });
 
   it("writes what it holds when the process exits, however it exits", async () => {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AddressInfo, Server } from "node:net";
 import { serve } from "@hono/node-server";
-import { type Logger, pino } from "pino";
+import type { Logger } from "pino";
 import type { Registry } from "prom-client";
 import { PostgresCallbackLog } from "../audit/callback-log.js";
 import { callbackRow } from "../audit/rows.js";
@@ -14,7 +14,7 @@ import { startAdmin } from "./admin.js";
 import { createApp, refuseOversizeExpect } from "./app.js";
 import { AttemptLog } from "./attempt-log.js";
 import { listening } from "./listen.js";
-import { flushOnWarning, LogLines, standardOutputSink } from "./log-lines.js";
+import { createLogger } from "./logger.js";
 import { GatewayMetrics, MeasuredStore } from "./metrics.js";
 import { type RequestEvent, RequestOutcome } from "./observe.js";
 
@@ -63,38 +63,6 @@ async function openCallbackLog(
     await store.close();
     throw err;
   }
-}
-
-let standardOutput: LogLines | undefined;
-
-/** Standard output's line gatherer: one per process, shared by its loggers, written out at exit. */
-function standardOutputLines(): LogLines {
-  if (!standardOutput) {
-    const lines = new LogLines(standardOutputSink());
-    process.on("exit", () => lines.flush());
-    standardOutput = lines;
-  }
-  return standardOutput;
-}
-
-/**
- * The process's logger: JSON lines, or human-readable ones only when asked (log.pretty). JSON lines
- * are written in chunks (see LogLines); a warning or an error writes what is gathered at once.
- */
-export function createLogger(
-  config: Pick<Config["log"], "level" | "pretty">,
-  destination?: LogLines,
-): Logger {
-  if (config.pretty)
-    return pino({ level: config.level, transport: { target: "pino-pretty", options: { destination: 2 } } });
-  const lines = destination ?? standardOutputLines();
-  return pino(
-    {
-      level: config.level,
-      hooks: { logMethod: flushOnWarning },
-    },
-    lines,
-  );
 }
 
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {

@@ -12,6 +12,7 @@ import {
   type StoredRecord,
   type StoredResponse,
 } from "./types.js";
+import { joinWaiters, type Waiter } from "./wait-groups.js";
 
 interface Entry {
   attempts?: number;
@@ -36,7 +37,7 @@ interface Entry {
 }
 
 interface WaitGroup {
-  resolvers: Set<(record: StoredRecord | undefined) => void>;
+  resolvers: Set<Waiter>;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -272,18 +273,9 @@ export class MemoryStore implements IdempotencyStore {
       this.armLeaseTimer(key, group);
     }
     const g = group;
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        g.resolvers.delete(resolver);
-        if (g.resolvers.size === 0) this.dropGroup(key, g);
-        reject(signal.reason);
-      };
-      const resolver = (record: StoredRecord | undefined) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(record);
-      };
-      g.resolvers.add(resolver);
-      signal.addEventListener("abort", onAbort, { once: true });
+    return joinWaiters(g.resolvers, signal, (resolver) => {
+      g.resolvers.delete(resolver);
+      if (g.resolvers.size === 0) this.dropGroup(key, g);
     });
   }
 

@@ -11,8 +11,34 @@ export interface WaitGroupHooks {
   close?(key: string): void;
 }
 
+/** One waiting caller: told the key's record once it is no longer in flight. */
+export type Waiter = (record: StoredRecord | undefined) => void;
+
+/**
+ * Adds a waiter to `waiters` and resolves with what it is told, or rejects with the signal's reason
+ * once it aborts, after `leave` has taken the waiter out again. The stores' waits all go through here.
+ */
+export function joinWaiters(
+  waiters: Set<Waiter>,
+  signal: AbortSignal,
+  leave: (waiter: Waiter) => void,
+): Promise<StoredRecord | undefined> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      leave(waiter);
+      reject(signal.reason);
+    };
+    const waiter: Waiter = (record) => {
+      signal.removeEventListener("abort", onAbort);
+      resolve(record);
+    };
+    waiters.add(waiter);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
 interface Group {
-  waiters: Set<(record: StoredRecord | undefined) => void>;
+  waiters: Set<Waiter>;
   poll: NodeJS.Timeout;
 }
 
@@ -42,18 +68,7 @@ export class WaitGroups {
       listening.then(() => this.check(key, created));
     }
     const g = group;
-    return new Promise((resolve, reject) => {
-      const onAbort = () => {
-        this.leave(key, g, waiter);
-        reject(signal.reason);
-      };
-      const waiter = (record: StoredRecord | undefined) => {
-        signal.removeEventListener("abort", onAbort);
-        resolve(record);
-      };
-      g.waiters.add(waiter);
-      signal.addEventListener("abort", onAbort, { once: true });
-    });
+    return joinWaiters(g.waiters, signal, (waiter) => this.leave(key, g, waiter));
   }
 
   /** A message said the key changed: its waiters, if any, read it again. */
@@ -81,7 +96,7 @@ export class WaitGroups {
     );
   }
 
-  private leave(key: string, group: Group, waiter: (r: StoredRecord | undefined) => void): void {
+  private leave(key: string, group: Group, waiter: Waiter): void {
     group.waiters.delete(waiter);
     if (group.waiters.size > 0 || this.groups.get(key) !== group) return;
     clearInterval(group.poll);

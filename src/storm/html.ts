@@ -144,16 +144,19 @@ for (const [i, { label, report: r }] of runs.entries()) {
   const rows = r.detail?.timeline ?? [];
   const box = el("div", { class: "chart run", "data-chart": "timeline", "data-run": label });
   document.getElementById("timelines").append(box);
+  // Each slice is a band from its start to the next one's, closed at the last slice's end: drawn
+  // through the slices' starts alone, a run within one slice was a single point and showed nothing.
   const x = rows.map((s) => s.at);
+  if (rows.length > 0) x.push(rows[rows.length - 1].at + r.detail.sliceMs / 1000);
   const stacked = []; let below = rows.map(() => 0);
-  for (const [name] of CLASSES) { below = rows.map((s, j) => below[j] + s[name]); stacked.push(below); }
+  for (const [name] of CLASSES) { below = rows.map((s, j) => below[j] + s[name]); stacked.push(rows.length > 0 ? [...below, below[below.length - 1]] : below); }
   // Drawn top band first, so that each lower band covers the one above it down to its own top.
   const order = CLASSES.map((_, k) => k).reverse();
   chart(box, {
     title: label + ": answers per second by status class (slices of " + r.detail.sliceMs + " ms)",
     scales: { x: { time: false } },
     axes: [{ label: "seconds since start" }, { label: "answers/s" }],
-    series: [{ label: "second" }, ...order.map((k) => { const [name, color] = CLASSES[k]; return { label: name, stroke: color, fill: color + "99", value: (u, v, si, di) => di == null ? "-" : fmt(Math.round(rows[di][name])) }; })],
+    series: [{ label: "second" }, ...order.map((k) => { const [name, color] = CLASSES[k]; return { label: name, stroke: color, fill: color + "99", paths: uPlot.paths.stepped({ align: 1 }), value: (u, v, si, di) => di == null || di >= rows.length ? "-" : fmt(Math.round(rows[di][name])) }; })],
   }, [x, ...order.map((k) => stacked[k])]);
 }
 

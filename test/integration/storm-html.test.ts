@@ -2,14 +2,15 @@
  * `storm --html`: a report made from a real storm (gateway vs the demo backend), opened from disk in
  * headless Chromium. The numbers on the page are the run's, and every chart drew its series.
  */
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { Page } from "playwright-core";
 import { describe, expect, it } from "vitest";
 import { startDemoBackend } from "../../src/demo/index.js";
-import type { StormReport } from "../../src/storm/index.js";
+import { stormHtml } from "../../src/storm/html.js";
+import { DEFAULT_BODY, Pattern, runStorm, type StormReport } from "../../src/storm/index.js";
 import { launchChromium } from "../helpers/browser.js";
 import { startTestGateway } from "../helpers/gateway.js";
 import { runCli } from "../helpers/process.js";
@@ -125,5 +126,52 @@ describe("storm --html", () => {
     const shot = join(dir, "report.png");
     await page.screenshot({ path: shot, fullPage: true });
     expect((await stat(shot)).size).toBeGreaterThan(20_000);
+  }, 60_000);
+
+  it("draws a run that fits in one slice of the timeline as a band over that slice", async () => {
+    const backend = use(await startDemoBackend({ port: 0 }));
+    const report = await runStorm({
+      target: `${backend.url}/invoices`,
+      method: "POST",
+      keys: 5,
+      retries: 1,
+      pattern: Pattern.Burst,
+      concurrency: 10,
+      connections: 10,
+      timeoutMs: 10_000,
+      backoffMs: 0,
+      maxDurationMs: 10_000,
+      body: DEFAULT_BODY,
+      headers: { "content-type": "application/json" },
+      keyHeader: true,
+      detail: true,
+    });
+    const detail = report.detail;
+    if (!detail) throw new Error("the storm kept no detail");
+    // A short run on a fast machine: every answer came in the first slice.
+    const answers = report.statuses["201"] ?? 0;
+    expect(answers).toBe(10);
+    detail.timeline = [
+      { at: 0, "2xx": (answers * 1000) / detail.sliceMs, "3xx": 0, "4xx": 0, "5xx": 0, none: 0 },
+    ];
+    const dir = await mkdtemp(join(tmpdir(), "storm-html-"));
+    use({ close: () => rm(dir, { recursive: true, force: true }) });
+    const html = join(dir, "one-slice.html");
+    await writeFile(
+      html,
+      await stormHtml([{ label: "target", report }], {
+        command: "storm",
+        version: "test",
+        at: new Date(0).toISOString(),
+      }),
+    );
+    const browser = await launchChromium();
+    use({ close: () => browser.close() });
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(pathToFileURL(html).href);
+    await page.waitForSelector("body[data-ready='1']", { timeout: 10_000 });
+    expect(await pixelsOf(page, "[data-chart='timeline'][data-run='target']", [39, 174, 96])).toBeGreaterThan(
+      100,
+    );
   }, 60_000);
 });

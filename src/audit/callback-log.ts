@@ -1,7 +1,7 @@
-import { randomUUID } from "node:crypto";
 import { appendFile, readFile, rename, stat, unlink } from "node:fs/promises";
 import pg from "pg";
 import type { Logger } from "pino";
+import { newId } from "../ids.js";
 import { migrate } from "./migrate.js";
 
 /** One CallbackLog row: one request on a protected route, or one refused before a route was decided. */
@@ -100,7 +100,7 @@ function columnsOf(rows: readonly CallbackRow[]): unknown[][] {
   ];
 }
 
-export const newRowId = (): string => randomUUID();
+export const newRowId = (): string => newId();
 
 /**
  * The CallbackLog in PostgreSQL. Rows are written off the request path in batches (one INSERT of

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { HttpBindings } from "@hono/node-server";
 import { RESPONSE_ALREADY_SENT } from "@hono/node-server/utils/response";
@@ -23,6 +22,7 @@ import {
   RequestFields,
   type RequestView,
 } from "../idempotency/index.js";
+import { newId } from "../ids.js";
 import {
   type ClientInfo,
   flatHeaders,
@@ -80,7 +80,7 @@ const REQUEST_ID = /^[\x21-\x7e]{1,200}$/;
 /** The caller's X-Request-Id when it is a sane token, else a fresh one. */
 export function requestIdOf(incoming: IncomingMessage): string {
   const given = incoming.headers["x-request-id"];
-  return typeof given === "string" && REQUEST_ID.test(given) ? given : randomUUID();
+  return typeof given === "string" && REQUEST_ID.test(given) ? given : newId();
 }
 
 function clientInfo(incoming: IncomingMessage, trusted: boolean, requestId?: string): ClientInfo {

@@ -1,4 +1,3 @@
-import { randomUUID } from "node:crypto";
 import { monotonicNow } from "../clock.js";
 import type { RouteSettings } from "../config/index.js";
 import {
@@ -12,6 +11,7 @@ import {
   UpstreamOutcomeUnknownError,
   UpstreamUnreachableError,
 } from "../errors.js";
+import { newId } from "../ids.js";
 import {
   type BeginResult,
   type IdempotencyStore,
@@ -128,7 +128,7 @@ export class IdempotencyEngine {
     forward: Forward,
     probe?: Probe,
   ): Promise<EngineResult> {
-    const token = randomUUID();
+    const token = newId();
     let begun: BeginResult;
     try {
       begun = await this.store.begin(key, {

@@ -112,6 +112,11 @@ export class MemoryStore implements IdempotencyStore {
     return this.entries.size;
   }
 
+  /** What the records count as against maxBytes. */
+  get countedBytes(): number {
+    return this.bytes;
+  }
+
   async get(key: string): Promise<StoredRecord | undefined> {
     const c = this.classify(key);
     return c.kind === "live" ? this.view(c.entry, c.unknown) : undefined;
@@ -171,6 +176,7 @@ export class MemoryStore implements IdempotencyStore {
     const entry = this.owned(key, token);
     if (!entry) return false;
     entry.state = RecordState.Completed;
+    entry.token = ""; // no attempt owns it any more, and the record may be kept for a day
     entry.response = response;
     setLifetime(entry, this.now(), ttlMs, 0);
     this.answered(key, entry);
@@ -183,6 +189,7 @@ export class MemoryStore implements IdempotencyStore {
     if (!entry) return false;
     const now = this.now();
     entry.state = RecordState.Unknown;
+    entry.token = "";
     setLifetime(entry, now, times.ttlMs, times.ttlMs);
     // Now it is known when the attempt stopped waiting: that, not the lease's end, starts the settle time.
     if (times.settleMs > 0) entry.settleUntil = now + times.settleMs;

@@ -6,7 +6,6 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import cliProgress from "cli-progress";
 import { Command, InvalidArgumentError, Option } from "commander";
 import {
   type CompiledRoute,
@@ -23,7 +22,7 @@ import { startDemoBackend } from "./demo/index.js";
 import { ConfigError, GatewayError } from "./errors.js";
 import { createLogger, runPrimary, runWorker, startGateway, toProblem } from "./gateway/index.js";
 import { type Explanation, explain } from "./idempotency/index.js";
-import { DEFAULT_BODY, formatReports, Pattern, runStorm, type StormReport } from "./storm/index.js";
+import { DEFAULT_BODY, Pattern, type StormReport } from "./storm/types.js";
 
 /** The config shipped with the package, used when --config is not given. */
 export const EMBEDDED_CONFIG = fileURLToPath(new URL("../config/gateway.yaml", import.meta.url));
@@ -391,6 +390,11 @@ async function stormCommand(opts: StormFlags): Promise<void> {
       throw new Error(`${flag} ${file}: cannot write there (${err.code ?? err.message})`);
     });
   }
+  // Loaded only here: the load generator's histograms and progress bar are no part of a gateway.
+  const [{ formatReports, runStorm }, { default: cliProgress }] = await Promise.all([
+    import("./storm/index.js"),
+    import("cli-progress"),
+  ]);
   const targets = [opts.target, ...(opts.compare ? [opts.compare] : [])];
   // A live bar only for a person at a terminal: not in CI, not when output is piped.
   const live = process.stderr.isTTY === true && !process.env.CI;

@@ -1,7 +1,6 @@
 import { appendFile, readFile, rename, stat, unlink } from "node:fs/promises";
 import pg from "pg";
 import type { Logger } from "pino";
-import { newId } from "../ids.js";
 import { migrate } from "./migrate.js";
 
 /** One CallbackLog row: one request on a protected route, or one refused before a route was decided. */
@@ -99,8 +98,6 @@ function columnsOf(rows: readonly CallbackRow[]): unknown[][] {
     rows.map((r) => r.payload ?? null),
   ];
 }
-
-export const newRowId = (): string => newId();
 
 /**
  * The CallbackLog in PostgreSQL. Rows are written off the request path in batches (one INSERT of

@@ -1,7 +1,8 @@
 import { hostname } from "node:os";
 import type { CompiledRoute } from "../config/index.js";
 import type { RequestEvent } from "../gateway/observe.js";
-import { type CallbackRow, newRowId } from "./callback-log.js";
+import { newId } from "../ids.js";
+import type { CallbackRow } from "./callback-log.js";
 import { namedFields } from "./fields.js";
 
 /** This gateway process, as CallbackLog rows name it. */
@@ -21,7 +22,7 @@ export function callbackRow(ev: RequestEvent, route: CompiledRoute | undefined):
       ? undefined
       : namedFields(route.settings.scope, ev.scope);
   return {
-    id: newRowId(),
+    id: newId(),
     at: ev.time,
     route: ev.route,
     keyFields,

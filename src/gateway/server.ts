@@ -3,7 +3,7 @@ import type { AddressInfo, Server } from "node:net";
 import { serve } from "@hono/node-server";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
-import { PostgresCallbackLog } from "../audit/callback-log.js";
+import type { PostgresCallbackLog } from "../audit/callback-log.js";
 import { callbackRow } from "../audit/rows.js";
 import { type CompiledRoute, type Config, RouteTable } from "../config/index.js";
 import { IdempotencyEngine } from "../idempotency/index.js";
@@ -50,6 +50,8 @@ async function openCallbackLog(
 ): Promise<PostgresCallbackLog> {
   const pg = config.audit.postgres;
   try {
+    // Loaded only here: the PostgreSQL client is some 15 MB of a gateway that does not use it.
+    const { PostgresCallbackLog } = await import("../audit/callback-log.js");
     return await PostgresCallbackLog.open({
       url: pg.url as string,
       spool: pg.spool,

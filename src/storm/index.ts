@@ -1,3 +1,3 @@
 export { formatReports } from "./report.js";
-export { DEFAULT_BODY, render, runStorm } from "./run.js";
-export { type BackendStats, Pattern, type StormOptions, type StormReport } from "./types.js";
+export { render, runStorm } from "./run.js";
+export { type BackendStats, DEFAULT_BODY, Pattern, type StormOptions, type StormReport } from "./types.js";

@@ -11,8 +11,6 @@ import {
   type StormSecond,
 } from "./types.js";
 
-export const DEFAULT_BODY = '{"invoiceNumber":"{key}","transactionId":"T-{i}","amount":{i}}';
-
 /** Fills {key}, {i} and {run}; nothing else in a template is touched. */
 export function render(template: string, vars: { key: string; i: number; run: string }): string {
   return template.replace(/\{(key|i|run)\}/g, (_, name: "key" | "i" | "run") => String(vars[name]));

@@ -1,3 +1,6 @@
+/** The default body template of a storm's requests: one invoice per key. */
+export const DEFAULT_BODY = '{"invoiceNumber":"{key}","transactionId":"T-{i}","amount":{i}}';
+
 /** How the copies of one operation are sent. */
 export const Pattern = {
   /** All sends of an operation at once: the retry storm after a shared timeout. */

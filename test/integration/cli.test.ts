@@ -1,6 +1,7 @@
-import { mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { send } from "../helpers/http.js";
 import { type GatewayProcess, runCli, spawnServe } from "../helpers/process.js";
@@ -220,6 +221,28 @@ describe("serve", () => {
     const res = await send(`${gw.url}/hello`, { method: "GET" });
     expect(res.status).toBe(200);
     expect(upstream.calls[0]?.url).toBe("/hello");
+  });
+
+  it("loads no client or tool that the gateway it runs does not use", async () => {
+    // Each would be resident for the process's life: the PostgreSQL and Redis clients, and the
+    // storm tool's histograms and progress bar, are some 7 to 15 MB of RSS apiece.
+    const loaded = join(await mkdtemp(join(tmpdir(), "idem-cli-")), "packages.txt");
+    const hook = fileURLToPath(new URL("../helpers/loaded-packages.mjs", import.meta.url));
+    upstream = await startUpstream();
+    gw = await spawnServe(["--port", "0", "--admin-port", "0"], {
+      UPSTREAM_URL: upstream.url,
+      NODE_OPTIONS: `--import=${pathToFileURL(hook).href}`,
+      LOADED_PACKAGES: loaded,
+    });
+    const res = await send(`${gw.url}/invoices`, {
+      headers: { "x-tenant-id": "t1" },
+      body: '{"invoiceNumber":"L-1","transactionId":"T-1"}',
+    });
+    expect(res.status).toBe(200);
+    const packages = new Set((await readFile(loaded, "utf8")).split("\n"));
+    expect(packages).toContain("undici");
+    for (const unused of ["pg", "ioredis", "hdr-histogram-js", "cli-progress"])
+      expect(packages).not.toContain(unused);
   });
 
   it("refuses a bad port flag with one clear line", async () => {

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { copyFile, mkdtemp, readdir, rm } from "node:fs/promises";
+import { access, copyFile, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -31,6 +31,13 @@ describe("packaged install", () => {
     expect(tarball).toBeDefined();
     await run("tar", ["-xzf", join(dir, tarball as string), "-C", dir]);
     const app = join(dir, "package");
+    // Every file the manifest points at is in the package.
+    const manifest = JSON.parse(await readFile(join(app, "package.json"), "utf8")) as {
+      main?: string;
+      bin: Record<string, string>;
+    };
+    for (const entry of [manifest.main, ...Object.values(manifest.bin)].filter((e) => e !== undefined))
+      await expect(access(join(app, entry))).resolves.toBeUndefined();
     await copyFile(join(ROOT, "package-lock.json"), join(app, "package-lock.json"));
     await run("npm", ["ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund"], { cwd: app });
     const installed = await readdir(join(app, "node_modules"));

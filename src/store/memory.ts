@@ -176,7 +176,6 @@ export class MemoryStore implements IdempotencyStore {
     const entry = this.owned(key, token);
     if (!entry) return false;
     entry.state = RecordState.Completed;
-    entry.token = ""; // no attempt owns it any more, and the record may be kept for a day
     entry.response = response;
     setLifetime(entry, this.now(), ttlMs, 0);
     this.answered(key, entry);
@@ -250,7 +249,6 @@ export class MemoryStore implements IdempotencyStore {
       entry.state = RecordState.Completed;
       entry.response = response;
       setLifetime(entry, this.now(), ttlMs, 0);
-      entry.token = "";
       this.answered(key, entry);
     } else {
       this.drop(key);
@@ -396,6 +394,8 @@ export class MemoryStore implements IdempotencyStore {
 
   /** A record now holds an answer: it is counted with it, and may be evicted from now on. */
   private answered(key: string, entry: Entry): void {
+    // No attempt owns an answered record any more, and it may be kept for a day.
+    entry.token = "";
     const response = entry.response;
     let size = ENTRY_OVERHEAD + key.length;
     if (response) {

@@ -11,7 +11,10 @@ export type Topology = "standalone" | "cluster" | "sentinel";
 
 export interface RedisConnections {
   topology: Topology;
-  /** Requests' commands and scripts, auto-pipelined. */
+  /**
+   * Requests' commands and scripts: on a cluster auto-pipelined per node; on one primary batched per
+   * turn of the event loop by the store (WriteBatch), which costs less.
+   */
   commands: RedisClient;
   /** Waiters' subscriptions; on a cluster, sharded (SSUBSCRIBE to the node that owns the key's slot). */
   subscriber: RedisClient;
@@ -121,7 +124,7 @@ export function connectRedis(settings: RedisSettings, timing: ClientTiming): Red
     };
     return {
       topology: "sentinel",
-      commands: new Redis({ ...base, ...sentinelOptions, enableAutoPipelining: true }),
+      commands: new Redis({ ...base, ...sentinelOptions }),
       subscriber: new Redis({ ...subscriberBase, ...sentinelOptions }),
       where: `sentinel ${sentinel.name} via ${sentinel.nodes.map((n) => `${address(n).host}:${address(n).port}`).join(",")}`,
     };
@@ -133,7 +136,7 @@ export function connectRedis(settings: RedisSettings, timing: ClientTiming): Red
   };
   return {
     topology: "standalone",
-    commands: new Redis({ ...base, ...at, enableAutoPipelining: true }),
+    commands: new Redis({ ...base, ...at }),
     subscriber: new Redis({ ...subscriberBase, ...at }),
     where: `${url.protocol}//${at.host}:${at.port}`,
   };

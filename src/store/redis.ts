@@ -1,6 +1,7 @@
 import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
 import { StoreFullError, StoreRefusedError, StoreUnavailableError } from "../errors.js";
+import { WriteBatch } from "./redis-batch.js";
 import { type CheckWanted, inspectPrimary } from "./redis-checks.js";
 import { connectRedis, type RedisClient, type RedisSettings, type Topology } from "./redis-connection.js";
 import { storeScripts } from "./redis-scripts.js";
@@ -74,6 +75,8 @@ export class RedisStore implements IdempotencyStore {
   /** The last connection error, if any: why the store is not reachable. */
   lastError: string | undefined;
   private readonly barriers = new Map<Redis, { pending?: Promise<number>; running?: Promise<unknown> }>();
+  /** One primary's connection batches by corking; a cluster's client auto-pipelines per node. */
+  private readonly batch: WriteBatch | undefined;
 
   constructor(private readonly options: RedisStoreOptions) {
     this.waiters = new WaitGroups({
@@ -102,6 +105,7 @@ export class RedisStore implements IdempotencyStore {
     this.where = conns.where;
     this.redis = conns.commands as Client;
     this.sub = conns.subscriber;
+    this.batch = this.topology === "cluster" ? undefined : new WriteBatch(this.redis as Redis);
     // Reconnects are ioredis's; the last error is kept to say why the store cannot be reached.
     this.redis.on("error", (err: Error) => {
       this.lastError = err.message;
@@ -177,6 +181,7 @@ export class RedisStore implements IdempotencyStore {
    * sent once more: NOSCRIPT means it did not run.
    */
   private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    this.batch?.join();
     try {
       try {
         return await fn();

@@ -114,7 +114,7 @@ export class RedisStore implements IdempotencyStore {
     this.scripts = storeScripts(this.topology === "cluster" ? "SPUBLISH" : "PUBLISH");
     for (const [name, lua] of Object.entries(this.scripts)) {
       // The attempt-log script takes one key per entry, so its key count is given per call.
-      const numberOfKeys = name === "idemAttempts" ? undefined : name === "idemCount" ? 1 : 3;
+      const numberOfKeys = name === "idemAttempts" ? undefined : 1;
       this.redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
     }
     // The same script naming its stream alone, for a cluster: a fixed key count puts the key first,
@@ -165,10 +165,9 @@ export class RedisStore implements IdempotencyStore {
     });
   }
 
-  /** Record, lease and settle marker of a key; the hash tag keeps them in one cluster slot. */
-  private keys(key: string): [string, string, string] {
-    const tag = `${this.options.prefix}{${key}}`;
-    return [`${tag}:r`, `${tag}:l`, `${tag}:s`];
+  /** A key's record (which holds its lease and settle time); the hash tag puts it in its channel's slot. */
+  private record(key: string): string {
+    return `${this.options.prefix}{${key}}:r`;
   }
   private channel(key: string): string {
     return `${this.options.prefix}{${key}}:done`;
@@ -240,21 +239,21 @@ export class RedisStore implements IdempotencyStore {
   private nodeOf(key: string): Redis {
     if (this.topology !== "cluster") return this.redis as Redis;
     const cluster = this.redis as Cluster;
-    const owner = cluster.slots[calculateSlot(this.keys(key)[0])]?.[0];
+    const owner = cluster.slots[calculateSlot(this.record(key))]?.[0];
     const node = cluster.nodes("master").find((n) => `${n.options.host}:${n.options.port}` === owner);
     if (!node) throw new StoreUnavailableError("no primary serves the key's slot now");
     return node;
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {
-    const reply = await this.call("read", () => this.redis.idemGetBuffer(...this.keys(key)));
+    const reply = await this.call("read", () => this.redis.idemGetBuffer(this.record(key)));
     return decode(reply);
   }
 
   async begin(key: string, lease: Lease): Promise<BeginResult> {
     const reply = await this.call("begin", () =>
       this.redis.idemBeginBuffer(
-        ...this.keys(key),
+        this.record(key),
         lease.token,
         lease.fingerprint,
         lease.leaseMs,
@@ -295,7 +294,7 @@ export class RedisStore implements IdempotencyStore {
 
   async extend(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const reply = await this.call("extend", () =>
-      this.redis.idemExtendBuffer(...this.keys(key), token, times.leaseMs, times.ttlMs, times.settleMs),
+      this.redis.idemExtendBuffer(this.record(key), token, times.leaseMs, times.ttlMs, times.settleMs),
     );
     return reply === 1;
   }
@@ -303,7 +302,7 @@ export class RedisStore implements IdempotencyStore {
   async complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean> {
     const reply = await this.call("complete", () =>
       this.redis.idemCompleteBuffer(
-        ...this.keys(key),
+        this.record(key),
         token,
         this.channel(key),
         response.status,
@@ -325,7 +324,7 @@ export class RedisStore implements IdempotencyStore {
 
   async markUnknown(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const reply = await this.call("mark unknown", () =>
-      this.redis.idemUnknownBuffer(...this.keys(key), token, this.channel(key), times.ttlMs, times.settleMs),
+      this.redis.idemUnknownBuffer(this.record(key), token, this.channel(key), times.ttlMs, times.settleMs),
     );
     return reply === 1;
   }
@@ -334,7 +333,7 @@ export class RedisStore implements IdempotencyStore {
     const hold = response !== undefined && holdMs > 0;
     const reply = await this.call("release", () =>
       this.redis.idemReleaseBuffer(
-        ...this.keys(key),
+        this.record(key),
         token,
         this.channel(key),
         hold ? "hold" : "drop",
@@ -350,7 +349,7 @@ export class RedisStore implements IdempotencyStore {
   async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
     const reply = await this.call("resolve", () =>
       this.redis.idemResolveBuffer(
-        ...this.keys(key),
+        this.record(key),
         response ? "store" : "release",
         this.channel(key),
         response?.status ?? 0,
@@ -376,7 +375,7 @@ export class RedisStore implements IdempotencyStore {
     const lines = entries.map((e) => JSON.stringify(e));
     if (streams.length === 1) {
       const stream = streams[0] as string;
-      const keys = entries.map((e) => (e.storeKey === undefined ? stream : this.keys(e.storeKey)[0]));
+      const keys = entries.map((e) => (e.storeKey === undefined ? stream : this.record(e.storeKey)));
       await this.call("attempt log", () =>
         this.redis.idemAttemptsBuffer(1 + keys.length, stream, ...keys, cap, ...lines),
       );
@@ -389,7 +388,7 @@ export class RedisStore implements IdempotencyStore {
       Promise.all([
         this.redis.idemAppendBuffer(stream, shardCap, ...lines),
         ...entries.flatMap((e) =>
-          e.storeKey === undefined ? [] : [this.redis.idemCountBuffer(this.keys(e.storeKey)[0])],
+          e.storeKey === undefined ? [] : [this.redis.idemCountBuffer(this.record(e.storeKey))],
         ),
       ]),
     );
@@ -445,7 +444,7 @@ export class RedisStore implements IdempotencyStore {
 
   async purge(key: string): Promise<boolean> {
     const reply = await this.call("purge", () =>
-      this.redis.idemPurgeBuffer(...this.keys(key), this.channel(key)),
+      this.redis.idemPurgeBuffer(this.record(key), this.channel(key)),
     );
     return typeof reply === "number" && reply > 0;
   }

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import calculateSlot from "cluster-key-slot";
 import type { Cluster, Redis } from "ioredis";
 import { StoreFullError, StoreRefusedError, StoreUnavailableError } from "../errors.js";
@@ -32,13 +33,13 @@ export interface RedisStoreOptions extends Partial<RedisSettings> {
 }
 
 type Scripts = ReturnType<typeof storeScripts>;
+type ScriptName = keyof Scripts;
 type Reply = (Buffer | null)[] | number | null;
-type ScriptCommands = {
-  [name in `${keyof Scripts | "idemAppend"}Buffer`]: (
-    ...args: (string | Buffer | number)[]
-  ) => Promise<Reply>;
+/** EVALSHA and EVAL with replies as Buffers (bodies are raw bytes); ioredis makes them, its types do not name them. */
+type Client = RedisClient & {
+  evalshaBuffer(sha: string, numberOfKeys: number, ...args: (string | Buffer | number)[]): Promise<Reply>;
+  evalBuffer(lua: string, numberOfKeys: number, ...args: (string | Buffer | number)[]): Promise<Reply>;
 };
-type Client = RedisClient & ScriptCommands;
 
 /** The attempt log on a cluster: this many streams, on as many hash tags, instead of one hot key. */
 const ATTEMPT_SHARDS = 8;
@@ -69,6 +70,7 @@ export class RedisStore implements IdempotencyStore {
   private readonly sub: RedisClient;
   private readonly waiters: WaitGroups;
   private readonly scripts: Scripts;
+  private readonly shas: Record<ScriptName, string>;
   private readonly replicas: number;
   private readonly replicaTimeoutMs: number;
   private refusal: { message: string; at: number } | undefined;
@@ -112,21 +114,20 @@ export class RedisStore implements IdempotencyStore {
     });
     this.sub.on("error", () => {});
     this.scripts = storeScripts(this.topology === "cluster" ? "SPUBLISH" : "PUBLISH");
+    const shas: Partial<Record<ScriptName, string>> = {};
     for (const [name, lua] of Object.entries(this.scripts)) {
-      // The attempt-log script takes one key per entry, so its key count is given per call.
-      const numberOfKeys = name === "idemAttempts" ? undefined : 1;
-      this.redis.defineCommand(name, numberOfKeys === undefined ? { lua } : { numberOfKeys, lua });
+      shas[name as ScriptName] = createHash("sha1").update(lua).digest("hex");
     }
-    // The same script naming its stream alone, for a cluster: a fixed key count puts the key first,
-    // where the cluster client's auto-pipelining looks for the slot.
-    this.redis.defineCommand("idemAppend", { numberOfKeys: 1, lua: this.scripts.idemAttempts });
+    this.shas = shas as Record<ScriptName, string>;
     // The channel is `<prefix>{<key>}:done`.
     const onMessage = (channel: string | Buffer) => {
       const name = String(channel);
       this.waiters.wake(name.slice(this.options.prefix.length + 1, name.length - "}:done".length));
     };
     this.sub.on(this.topology === "cluster" ? "smessage" : "message", onMessage);
-    // Load the scripts once per connection so that every call is a single EVALSHA round trip.
+    // Load the scripts once per connection so that every call is a single EVALSHA round trip; a
+    // server that lost them (a restart, a failover, a node not yet loaded) answers NOSCRIPT, and
+    // `script` sends that call again as an EVAL, which loads it.
     this.redis.on("ready", () => {
       this.loadScripts().catch(() => {});
     });
@@ -176,36 +177,38 @@ export class RedisStore implements IdempotencyStore {
   /**
    * One store step. An error reply is sorted: an outage (no connection, timeout, a cluster between
    * owners) is StoreUnavailableError; a full server StoreFullError; any other refusal
-   * StoreRefusedError, kept for /readyz. A script cache that lost our scripts is reloaded and the step
-   * sent once more: NOSCRIPT means it did not run.
+   * StoreRefusedError, kept for /readyz.
    */
-  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+  private call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     this.batch?.join();
+    let sent: Promise<T>;
     try {
-      try {
-        return await fn();
-      } catch (err) {
-        if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
-        await this.loadScripts();
-        return await fn();
-      }
+      sent = fn();
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      const isReply = err instanceof Error && err.name === "ReplyError";
-      if (!isReply || OUTAGE_REPLY.test(message)) {
-        throw new StoreUnavailableError(`${what}: ${message}`, { cause: err });
-      }
-      this.refusal = { message: `${what}: ${message}`, at: Date.now() };
-      if (message.startsWith("OOM")) {
-        throw new StoreFullError(`the Redis server is at maxmemory and refuses new keys (OOM); retry later`, {
-          cause: err,
-        });
-      }
-      const why = message.startsWith("READONLY")
-        ? `${what}: the Redis server is a read-only replica (READONLY); point store.redis at the primary`
-        : `${what}: ${message}`;
-      throw new StoreRefusedError(why, { cause: err });
+      return Promise.reject(this.sorted(what, err));
     }
+    return sent.catch((err: unknown) => {
+      throw this.sorted(what, err);
+    });
+  }
+
+  /** The error a store step fails with, for what Redis answered (see `call`). */
+  private sorted(what: string, err: unknown): Error {
+    const message = err instanceof Error ? err.message : String(err);
+    const isReply = err instanceof Error && err.name === "ReplyError";
+    if (!isReply || OUTAGE_REPLY.test(message)) {
+      return new StoreUnavailableError(`${what}: ${message}`, { cause: err });
+    }
+    this.refusal = { message: `${what}: ${message}`, at: Date.now() };
+    if (message.startsWith("OOM")) {
+      return new StoreFullError(`the Redis server is at maxmemory and refuses new keys (OOM); retry later`, {
+        cause: err,
+      });
+    }
+    const why = message.startsWith("READONLY")
+      ? `${what}: the Redis server is a read-only replica (READONLY); point store.redis at the primary`
+      : `${what}: ${message}`;
+    return new StoreRefusedError(why, { cause: err });
   }
 
   /**
@@ -245,14 +248,29 @@ export class RedisStore implements IdempotencyStore {
     return node;
   }
 
+  /**
+   * EVALSHA of one of the scripts, as a plain command: ioredis's defineCommand wraps every call in
+   * a second promise, a callback adapter and a closure. A server without the script (restarted,
+   * failed over, a node not loaded yet) answers NOSCRIPT, having run nothing: the call goes again
+   * as an EVAL, which loads the script as it runs it.
+   */
+  private script(name: ScriptName, keys: number, ...args: (string | Buffer | number)[]): Promise<Reply> {
+    return this.redis.evalshaBuffer(this.shas[name], keys, ...args).catch((err: unknown) => {
+      if (!(err instanceof Error) || !err.message.startsWith("NOSCRIPT")) throw err;
+      return this.redis.evalBuffer(this.scripts[name], keys, ...args);
+    });
+  }
+
   async get(key: string): Promise<StoredRecord | undefined> {
-    const reply = await this.call("read", () => this.redis.idemGetBuffer(this.record(key)));
+    const reply = await this.call("read", () => this.script("idemGet", 1, this.record(key)));
     return decode(reply);
   }
 
   async begin(key: string, lease: Lease): Promise<BeginResult> {
     const reply = await this.call("begin", () =>
-      this.redis.idemBeginBuffer(
+      this.script(
+        "idemBegin",
+        1,
         this.record(key),
         lease.token,
         lease.fingerprint,
@@ -294,14 +312,16 @@ export class RedisStore implements IdempotencyStore {
 
   async extend(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const reply = await this.call("extend", () =>
-      this.redis.idemExtendBuffer(this.record(key), token, times.leaseMs, times.ttlMs, times.settleMs),
+      this.script("idemExtend", 1, this.record(key), token, times.leaseMs, times.ttlMs, times.settleMs),
     );
     return reply === 1;
   }
 
   async complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean> {
     const reply = await this.call("complete", () =>
-      this.redis.idemCompleteBuffer(
+      this.script(
+        "idemComplete",
+        1,
         this.record(key),
         token,
         this.channel(key),
@@ -324,7 +344,7 @@ export class RedisStore implements IdempotencyStore {
 
   async markUnknown(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const reply = await this.call("mark unknown", () =>
-      this.redis.idemUnknownBuffer(this.record(key), token, this.channel(key), times.ttlMs, times.settleMs),
+      this.script("idemUnknown", 1, this.record(key), token, this.channel(key), times.ttlMs, times.settleMs),
     );
     return reply === 1;
   }
@@ -332,7 +352,9 @@ export class RedisStore implements IdempotencyStore {
   async release(key: string, token: string, response?: StoredResponse, holdMs = 0): Promise<boolean> {
     const hold = response !== undefined && holdMs > 0;
     const reply = await this.call("release", () =>
-      this.redis.idemReleaseBuffer(
+      this.script(
+        "idemRelease",
+        1,
         this.record(key),
         token,
         this.channel(key),
@@ -348,7 +370,9 @@ export class RedisStore implements IdempotencyStore {
 
   async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
     const reply = await this.call("resolve", () =>
-      this.redis.idemResolveBuffer(
+      this.script(
+        "idemResolve",
+        1,
         this.record(key),
         response ? "store" : "release",
         this.channel(key),
@@ -377,7 +401,7 @@ export class RedisStore implements IdempotencyStore {
       const stream = streams[0] as string;
       const keys = entries.map((e) => (e.storeKey === undefined ? stream : this.record(e.storeKey)));
       await this.call("attempt log", () =>
-        this.redis.idemAttemptsBuffer(1 + keys.length, stream, ...keys, cap, ...lines),
+        this.script("idemAttempts", 1 + keys.length, stream, ...keys, cap, ...lines),
       );
       return;
     }
@@ -386,9 +410,9 @@ export class RedisStore implements IdempotencyStore {
     const shardCap = Math.max(1, Math.ceil(cap / streams.length));
     await this.call("attempt log", () =>
       Promise.all([
-        this.redis.idemAppendBuffer(stream, shardCap, ...lines),
+        this.script("idemAttempts", 1, stream, shardCap, ...lines),
         ...entries.flatMap((e) =>
-          e.storeKey === undefined ? [] : [this.redis.idemCountBuffer(this.record(e.storeKey))],
+          e.storeKey === undefined ? [] : [this.script("idemCount", 1, this.record(e.storeKey))],
         ),
       ]),
     );
@@ -444,7 +468,7 @@ export class RedisStore implements IdempotencyStore {
 
   async purge(key: string): Promise<boolean> {
     const reply = await this.call("purge", () =>
-      this.redis.idemPurgeBuffer(this.record(key), this.channel(key)),
+      this.script("idemPurge", 1, this.record(key), this.channel(key)),
     );
     return typeof reply === "number" && reply > 0;
   }

@@ -220,8 +220,11 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
     it("keeps the attempt log newest first, filters it, and counts attempts on the key's record", async () => {
       const begun = await acquire(store, key);
       await store.complete(key, begun.token, response, TTL_MS);
+      // Each entry a millisecond after the last: "newest first" across a cluster's shards is by time,
+      // and entries made within one millisecond have no order there.
+      let time = Date.now();
       const entry = (outcome: string, route = `r-${key}`) => ({
-        time: Date.now(),
+        time: time++,
         requestId: `${outcome}-${key}`,
         route,
         storeKey: key,

@@ -57,7 +57,7 @@ describe("redis errors that are not outages", () => {
     const { admin, upstream, post } = await setup();
     expect((await post("ns-0")).status).toBe(200);
     await admin.script("FLUSH");
-    // Concurrent requests go out auto-pipelined, where ioredis does not fall back from EVALSHA to EVAL.
+    // Concurrent requests, batched: each EVALSHA that finds its script gone is sent again as an EVAL.
     const keys = Array.from({ length: 20 }, (_, i) => `ns-${i + 1}`);
     const first = await Promise.all(keys.map(post));
     const retry = await Promise.all(keys.map(post));

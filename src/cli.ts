@@ -20,7 +20,7 @@ import {
 } from "./config/index.js";
 import { startDemoBackend } from "./demo/index.js";
 import { ConfigError, GatewayError } from "./errors.js";
-import { createLogger, runPrimary, runWorker, startGateway, toProblem } from "./gateway/index.js";
+import { createLogger, logWritten, runPrimary, runWorker, startGateway, toProblem } from "./gateway/index.js";
 import { type Explanation, explain } from "./idempotency/index.js";
 import { DEFAULT_BODY, Pattern, type StormReport } from "./storm/types.js";
 
@@ -114,8 +114,9 @@ function drainOnSignal(close: () => Promise<void>): void {
     if (stopping) return;
     stopping = true;
     process.stdout.write(`${signal}: draining attempts under way, then exiting\n`);
+    // The log's last lines are written in the background: give its reader a moment to take them.
     close().then(
-      () => process.exit(0),
+      () => logWritten(2_000).then(() => process.exit(0)),
       (err) => {
         process.stderr.write(`idempotency-gateway: shutdown failed: ${String(err)}\n`);
         process.exit(1);

@@ -462,6 +462,13 @@ export const configSchema = z.strictObject({
         .describe(
           "One line per protected request, at info. Off, a request costs less CPU time; metrics and the attempt log still count it.",
         ),
+      buffer: size
+        .refine((bytes) => bytes >= 4096, "expected at least 4kb (one chunk of log lines)")
+        .prefault("4mb")
+        .describe(
+          "How much log output may wait for a reader that is slow or has stopped; beyond it, lines are dropped and counted " +
+            "(idempotency_gateway_log_lines_dropped_total) and the gateway keeps answering. By default, 4mb.",
+        ),
     })
     .prefault({}),
   audit: z

@@ -1,5 +1,5 @@
 export { createApp, type GatewayDeps } from "./app.js";
-export { createLogger } from "./logger.js";
+export { createLogger, logWritten } from "./logger.js";
 export { PROBLEM_TYPE_PREFIX, toProblem } from "./problem.js";
 export { type RunningGateway, type StartOptions, startGateway } from "./server.js";
 export { type ClusterHandle, runPrimary, runWorker } from "./workers.js";

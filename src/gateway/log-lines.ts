@@ -1,17 +1,140 @@
+import { writeSync } from "node:fs";
+import type { Writable } from "node:stream";
 import { type DestinationStream, type LogFn, type Logger, pino } from "pino";
 
-/** Where gathered lines go: standard output in the gateway (see `standardOutputSink`), a recorder in tests. */
+/** Where gathered lines go: standard output in the gateway (see `StandardOutput`), a recorder in tests. */
 export interface LineSink {
   write(chunk: string): unknown;
 }
 
+/** The largest write that a pipe never interleaves with another process's (PIPE_BUF on Linux). */
+const PIPE_BUF = 4096;
+
+export interface StandardOutputOptions {
+  /** Where chunks go: the process's standard output by default. */
+  stream?: Writable;
+  /** At most this many bytes wait for the reader; chunks beyond are dropped, their lines counted. */
+  maxBytes: number;
+}
+
 /**
- * Standard output, written synchronously as Node writes its own standard output to files and pipes
- * on Linux. A background write would hand every chunk to libuv's thread pool, and waking one of its
- * threads cost a request's worth of CPU time on a busy machine. SonicBoom retries short and busy writes.
+ * Standard output that never holds up the gateway. Written synchronously (as pino writes by
+ * default), a reader that stopped reading (a stalled log shipper, a full disk behind a pipe, a
+ * blocking container log driver) stopped the event loop once the pipe was full, retrying the write:
+ * every request waited on a log line. Here a chunk goes to Node's own stream for standard output,
+ * which on a pipe writes at once when it can and otherwise waits for the pipe without blocking.
+ * One chunk is out at a time and the others wait here, in order, at most `maxBytes` of them; what
+ * does not fit is dropped and counted, as a proxy's access log should rather than stop proxying.
+ * One chunk at a time also keeps every write to at most PIPE_BUF bytes of whole lines, so
+ * `--workers` sharing a pipe never split each other's lines.
  */
-export function standardOutputSink(): LineSink {
-  return pino.destination({ dest: 1, sync: true });
+export class StandardOutput implements LineSink {
+  /** Lines dropped since the start. */
+  dropped = 0;
+  /** Dropped lines not reported yet (see `onCaughtUp`). */
+  private unreported = 0;
+  private readonly queue: string[] = [];
+  private queuedBytes = 0;
+  private writing = false;
+  private broken = false;
+  private readonly stream: Writable;
+  private readonly maxBytes: number;
+  private waiters: (() => void)[] = [];
+  /** Told, once the reader has taken everything, how many lines were dropped before. */
+  onCaughtUp: ((droppedLines: number) => void) | undefined;
+
+  constructor(options: StandardOutputOptions) {
+    this.stream = options.stream ?? process.stdout;
+    this.maxBytes = options.maxBytes;
+    // The reader went away (EPIPE): nothing more can be written; the process carries on.
+    this.stream.on("error", () => {
+      this.broken = true;
+    });
+  }
+
+  write(chunk: string): void {
+    if (this.broken) {
+      this.drop(chunk);
+      return;
+    }
+    if (!this.writing) {
+      this.send(chunk);
+      return;
+    }
+    const size = Buffer.byteLength(chunk);
+    if (this.queuedBytes + size > this.maxBytes) {
+      this.drop(chunk);
+      return;
+    }
+    this.queue.push(chunk);
+    this.queuedBytes += size;
+  }
+
+  private send(chunk: string): void {
+    this.writing = true;
+    this.stream.write(chunk, () => this.sent());
+  }
+
+  private sent(): void {
+    this.writing = false;
+    const next = this.queue.shift();
+    if (next !== undefined) {
+      this.queuedBytes -= Buffer.byteLength(next);
+      this.send(next);
+      return;
+    }
+    for (const wake of this.waiters.splice(0)) wake();
+    const dropped = this.unreported;
+    if (dropped === 0) return;
+    this.unreported = 0;
+    this.onCaughtUp?.(dropped);
+  }
+
+  private drop(chunk: string): void {
+    const lines = countLines(chunk);
+    this.dropped += lines;
+    this.unreported += lines;
+  }
+
+  /** Resolves once everything written so far has been taken by the reader, or after `timeoutMs`. */
+  settled(timeoutMs: number): Promise<void> {
+    if (!this.writing) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      timer.unref();
+      this.waiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * At exit, where nothing runs in the background any more: `last` goes out synchronously if
+   * nothing is waiting before it. Otherwise (the reader is slow or has stopped) it is dropped with
+   * what waits: the process exits rather than hangs, and keeps the order of what it did write.
+   */
+  writeAtExit(last: string): void {
+    if (this.writing || this.broken) {
+      for (const chunk of [...this.queue, last]) this.drop(chunk);
+      return;
+    }
+    if (!last) return;
+    const fd = (this.stream as { fd?: unknown }).fd;
+    try {
+      if (typeof fd === "number") writeSync(fd, last);
+      else this.stream.write(last);
+    } catch {
+      // A full pipe (EAGAIN) or a reader that is gone: nothing more can be done at exit.
+      this.drop(last);
+    }
+  }
+}
+
+function countLines(text: string): number {
+  let n = 0;
+  for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) n++;
+  return n;
 }
 
 export interface LogLinesOptions {
@@ -44,7 +167,7 @@ export class LogLines implements DestinationStream {
     options: LogLinesOptions = {},
   ) {
     this.delayMs = options.delayMs ?? 50;
-    this.chunkBytes = options.chunkBytes ?? 4096;
+    this.chunkBytes = options.chunkBytes ?? PIPE_BUF;
   }
 
   write(line: string): void {
@@ -60,15 +183,20 @@ export class LogLines implements DestinationStream {
 
   /** Hands what is gathered to the sink; `done` (as pino's `logger.flush(cb)` passes it) is called at once. */
   flush(done?: (err?: Error) => void): void {
+    const chunk = this.take();
+    if (chunk) this.sink.write(chunk);
+    done?.();
+  }
+
+  /** What is gathered, as one chunk, no longer held here ("" when nothing is). */
+  take(): string {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.lines.length > 0) {
-      const chunk = this.lines.length === 1 ? (this.lines[0] as string) : this.lines.join("");
-      this.lines = [];
-      this.bytes = 0;
-      this.sink.write(chunk);
-    }
-    done?.();
+    if (this.lines.length === 0) return "";
+    const chunk = this.lines.length === 1 ? (this.lines[0] as string) : this.lines.join("");
+    this.lines = [];
+    this.bytes = 0;
+    return chunk;
   }
 }
 

@@ -1,17 +1,36 @@
 import { type Logger, pino } from "pino";
 import type { Config } from "../config/index.js";
-import { flushOnWarning, LogLines, standardOutputSink } from "./log-lines.js";
+import { flushOnWarning, LogLines, StandardOutput } from "./log-lines.js";
 
-let standardOutput: LogLines | undefined;
+/** By default, how much log output may wait for a slow reader (log.buffer). */
+const DEFAULT_BUFFER = 4 * 1024 * 1024;
 
-/** Standard output's line gatherer: one per process, shared by its loggers, written out at exit. */
-function standardOutputLines(): LogLines {
+let standardOutput: { lines: LogLines; out: StandardOutput } | undefined;
+
+/**
+ * Standard output and its line gatherer: one per process, shared by its loggers, written out at
+ * exit. The first logger made sets its buffer and reports dropped lines once the reader caught up.
+ */
+function standardOutputLines(bufferBytes: number): { lines: LogLines; out: StandardOutput } {
   if (!standardOutput) {
-    const lines = new LogLines(standardOutputSink());
-    process.on("exit", () => lines.flush());
-    standardOutput = lines;
+    const out = new StandardOutput({ maxBytes: bufferBytes });
+    const lines = new LogLines(out);
+    process.on("exit", () => out.writeAtExit(lines.take()));
+    standardOutput = { lines, out };
   }
   return standardOutput;
+}
+
+/** Log lines dropped so far because standard output could not keep up (0 when nothing was logged). */
+export function droppedLogLines(): number {
+  return standardOutput?.out.dropped ?? 0;
+}
+
+/** Resolves once the log written so far has been taken by its reader, or after `timeoutMs`. */
+export function logWritten(timeoutMs: number): Promise<void> {
+  if (!standardOutput) return Promise.resolve();
+  standardOutput.lines.flush();
+  return standardOutput.out.settled(timeoutMs);
 }
 
 /**
@@ -19,17 +38,22 @@ function standardOutputLines(): LogLines {
  * are written in chunks (see LogLines); a warning or an error writes what is gathered at once.
  */
 export function createLogger(
-  config: Pick<Config["log"], "level" | "pretty">,
+  config: Pick<Config["log"], "level" | "pretty"> & { buffer?: number },
   destination?: LogLines,
 ): Logger {
   if (config.pretty)
     return pino({ level: config.level, transport: { target: "pino-pretty", options: { destination: 2 } } });
-  const lines = destination ?? standardOutputLines();
-  return pino(
+  const std = destination ? undefined : standardOutputLines(config.buffer ?? DEFAULT_BUFFER);
+  const logger = pino(
     {
       level: config.level,
       hooks: { logMethod: flushOnWarning },
     },
-    lines,
+    destination ?? std?.lines,
   );
+  if (std && !std.out.onCaughtUp) {
+    std.out.onCaughtUp = (droppedLines) =>
+      logger.warn({ droppedLines }, "standard output could not keep up: log lines were dropped");
+  }
+  return logger;
 }

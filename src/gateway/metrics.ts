@@ -11,6 +11,7 @@ import type {
   StoreHealth,
 } from "../store/index.js";
 import { HotCounter, HotHistogram } from "./hot-metrics.js";
+import { droppedLogLines } from "./logger.js";
 import type { RequestEvent } from "./observe.js";
 
 const PREFIX = "idempotency_gateway_";
@@ -97,6 +98,17 @@ export class GatewayMetrics {
       registers: [this.registry],
       collect() {
         this.set(engine.waitingDuplicates);
+      },
+    });
+    let droppedSeen = 0;
+    new Counter({
+      name: `${PREFIX}log_lines_dropped_total`,
+      help: "Log lines dropped because standard output could not keep up (log.buffer was full)",
+      registers: [this.registry],
+      collect() {
+        const dropped = droppedLogLines();
+        this.inc(dropped - droppedSeen);
+        droppedSeen = dropped;
       },
     });
     collectDefaultMetrics({ register: this.registry, prefix: PREFIX });

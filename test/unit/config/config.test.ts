@@ -22,6 +22,14 @@ function problems(raw: unknown): string[] {
 }
 
 describe("config", () => {
+  it("keeps up to 4 MB of log output for a slow reader by default, and refuses less than one chunk", () => {
+    expect(parseConfig(base).log.buffer).toBe(4 * 1024 * 1024);
+    expect(parseConfig({ ...base, log: { buffer: "64kb" } }).log.buffer).toBe(64 * 1024);
+    expect(problems({ ...base, log: { buffer: "1kb" } })).toEqual([
+      "log.buffer: expected at least 4kb (one chunk of log lines)",
+    ]);
+  });
+
   it("fills every default", () => {
     const c = parseConfig(base);
     expect(c.defaults).toMatchObject({

@@ -1,10 +1,12 @@
 import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { accessLog } from "../../../src/gateway/access-log.js";
 import { createLogger } from "../../../src/gateway/index.js";
-import { type LineSink, LogLines } from "../../../src/gateway/log-lines.js";
+import { type LineSink, LogLines, StandardOutput } from "../../../src/gateway/log-lines.js";
 import { RequestOutcome } from "../../../src/gateway/observe.js";
 
 /** A sink that keeps every chunk it is given. */
@@ -145,5 +147,84 @@ describe("createLogger", () => {
         .map((l) => JSON.parse(l));
       expect(lines.map((l) => l.i)).toEqual([0, 1, 2]);
     }
+  });
+});
+
+/** A reader that takes one chunk when told to, like a pipe whose reader is slow. */
+function slowReader() {
+  const taken: string[] = [];
+  const pending: (() => void)[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      taken.push(chunk.toString());
+      pending.push(done);
+    },
+  });
+  return {
+    stream,
+    taken,
+    /** The reader takes what it was given so far. */
+    async read(): Promise<void> {
+      while (pending.length > 0) {
+        pending.shift()?.();
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    },
+  };
+}
+
+describe("StandardOutput", () => {
+  it("writes chunks in order, one at a time, and drops (counting lines) what does not fit while the reader is slow", async () => {
+    const reader = slowReader();
+    const out = new StandardOutput({ stream: reader.stream, maxBytes: 10 });
+    const reports: number[] = [];
+    out.onCaughtUp = (n) => reports.push(n);
+    out.write("a1\na2\n"); // out at once
+    out.write("b1\n"); // waits
+    out.write("c1\nc2\n"); // waits: 9 bytes
+    out.write("d1\nd2\n"); // would be 15: dropped, 2 lines
+    expect(reader.taken).toEqual(["a1\na2\n"]);
+    expect(out.dropped).toBe(2);
+    await reader.read();
+    expect(reader.taken).toEqual(["a1\na2\n", "b1\n", "c1\nc2\n"]);
+    expect(reports).toEqual([2]);
+    // Caught up: the next chunk goes out at once, and nothing more is reported.
+    out.write("e1\n");
+    await reader.read();
+    expect(reader.taken.at(-1)).toBe("e1\n");
+    expect(reports).toEqual([2]);
+  });
+
+  it("settles once the reader has taken everything, or after its timeout", async () => {
+    const reader = slowReader();
+    const out = new StandardOutput({ stream: reader.stream, maxBytes: 1024 });
+    out.write("a\n");
+    out.write("b\n");
+    let settled = false;
+    const done = out.settled(60_000).then(() => {
+      settled = true;
+    });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBe(false);
+    await reader.read();
+    await done;
+    expect(reader.taken).toEqual(["a\n", "b\n"]);
+    vi.useFakeTimers();
+    out.write("c\n");
+    const late = out.settled(50);
+    vi.advanceTimersByTime(50);
+    await late;
+  });
+
+  it("at exit drops what a stalled reader has not taken rather than hang or reorder", async () => {
+    const reader = slowReader();
+    const out = new StandardOutput({ stream: reader.stream, maxBytes: 1024 });
+    out.write("a\n");
+    out.write("b\n");
+    out.writeAtExit("c\nd\n");
+    expect(reader.taken).toEqual(["a\n"]);
+    expect(out.dropped).toBe(3);
+    reader.stream.destroy();
+    await once(reader.stream, "close");
   });
 });

@@ -1,5 +1,9 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
+import { closeSync, openSync } from "node:fs";
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
@@ -122,6 +126,30 @@ describe("createLogger", () => {
     expect(lines.map((l) => l.msg)).toEqual(["protected request", "careful"]);
     expect(lines[0]).toMatchObject({ level: 30, requestId: "r-1", key: "k", upstreamMs: 20, totalMs: 21.1 });
     expect(lines[0].pid).toBe(process.pid);
+  });
+
+  it("writes what it holds when the process exits, however it exits, to a file too", async () => {
+    const gateway = fileURLToPath(new URL("../../../dist/gateway/index.js", import.meta.url));
+    const file = join(await mkdtemp(join(tmpdir(), "idem-log-")), "out.log");
+    const script = `
+      const { createLogger } = await import(${JSON.stringify(gateway)});
+      const logger = createLogger({ level: "info", pretty: false });
+      for (let i = 0; i < 3; i++) logger.info({ i }, "held");
+      process.exit(3);`;
+    const fd = openSync(file, "w");
+    try {
+      const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+        stdio: ["ignore", fd, "inherit"],
+      });
+      expect(await new Promise<number | null>((resolve) => child.on("close", resolve))).toBe(3);
+    } finally {
+      closeSync(fd);
+    }
+    const lines = (await readFile(file, "utf8"))
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.i)).toEqual([0, 1, 2]);
   });
 
   it("writes what it holds when the process exits, however it exits", async () => {

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Interleaved CPU and throughput of gateway builds side by side, for changes smaller than the
+# run-to-run spread of the peer benchmark. Every round runs wrk against the bare Hono proxy, the
+# Redis floor (bench/redis-floor.mjs, with FLOOR=1) and each build in turn, and reads each process's
+# CPU time from /proc, so that all share the machine's state of that moment. On 127.0.0.1 only;
+# everything it starts it stops.
+#
+#   PEER_BENCH=<the peer benchmark's folder> bash bench/interleaved.sh STORE ROUNDS SCRIPT BUILD...
+#     STORE   memory | redis          SCRIPT  unique.lua (first attempts) | replay.lua
+#     BUILD   a built checkout (dist/cli.js); a file BUILD/extra.yaml is appended to its config
+#   env: LATENCY_MS (0) backend latency, FLOOR=1 also run the floor, SECONDS_PER_ROUND (3)
+#
+# Prints, per round, "name req/s gateway-us/req redis-us/req", then the medians and x bare Hono.
+# Needs wrk, redis-server and the peer benchmark's `npm ci`.
+set -euo pipefail
+STORE=$1 ROUNDS=$2 SCRIPT=$3; shift 3
+PB=${PEER_BENCH:?set PEER_BENCH to the peer benchmark folder}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DUR=${SECONDS_PER_ROUND:-3}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+wait_http() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+REDIS_PORT=$(free_port); BACKEND_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >/dev/null 2>&1 &
+REDIS_PID=$!; PIDS+=("$REDIS_PID")
+PORT=$BACKEND_PORT LATENCY_MS=${LATENCY_MS:-0} node "$PB/src/backend.mjs" >/dev/null 2>&1 & PIDS+=($!)
+wait_http "http://127.0.0.1:$BACKEND_PORT/ping"
+
+NAMES=(); PORTS=(); TARGETS=()
+start() { # name port cmd...
+  local name=$1 port=$2; shift 2
+  "$@" >>"$WORK/$name.log" 2>&1 &
+  PIDS+=($!); NAMES+=("$name"); PORTS+=("$port"); TARGETS+=($!)
+}
+env_for() { echo "PORT=$1 UPSTREAM=http://127.0.0.1:$BACKEND_PORT REDIS_URL=redis://127.0.0.1:$REDIS_PORT"; }
+port=$(free_port); start hono "$port" env $(env_for "$port") node "$PB/src/hono-proxy.mjs"
+if [ -n "${FLOOR:-}" ]; then
+  # Beside the peer benchmark's packages, which its bare proxy runs on.
+  ln -s "$PB/node_modules" "$WORK/node_modules"; cp "$ROOT/bench/redis-floor.mjs" "$WORK/"
+  port=$(free_port); start redis-floor "$port" env $(env_for "$port") node "$WORK/redis-floor.mjs"
+fi
+i=0
+for build in "$@"; do
+  i=$((i + 1)); port=$(free_port); cfg="$WORK/gateway-$i.yaml"
+  printf '%s\n' "listen: { host: 127.0.0.1, port: $port }" "upstream: { url: \"http://127.0.0.1:$BACKEND_PORT\" }" \
+    "store: { kind: $STORE, redis: { url: \"redis://127.0.0.1:$REDIS_PORT\", prefix: \"g$i:\" } }" \
+    "admin: { port: false }" >"$cfg"
+  [ -f "$build/extra.yaml" ] && cat "$build/extra.yaml" >>"$cfg"
+  start "$(basename "$build")" "$port" node "$build/dist/cli.js" serve --config "$cfg"
+done
+for p in "${PORTS[@]}"; do wait_http "http://127.0.0.1:$p/ping"; done
+
+for round in $(seq "$ROUNDS"); do
+  for j in "${!NAMES[@]}"; do
+    pid=${TARGETS[$j]}; c0=$(cpu "$pid"); r0=$(cpu "$REDIS_PID")
+    out=$(cd "$PB/wrk" && RUN_TAG="r$round-$j-$$" wrk -t2 -c64 -d"${DUR}s" -s "$SCRIPT" "http://127.0.0.1:${PORTS[$j]}/invoices")
+    c1=$(cpu "$pid"); r1=$(cpu "$REDIS_PID")
+    n=$(awk '/requests in/ {print $1}' <<<"$out"); rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    awk -v name="${NAMES[$j]}" -v rps="$rps" -v n="$n" -v c="$((c1 - c0))" -v r="$((r1 - r0))" \
+      'BEGIN { printf "%s %s %.1f %.1f\n", name, rps, c * 10000 / n, r * 10000 / n }' | tee -a "$WORK/rounds"
+  done
+done
+echo "medians over $ROUNDS rounds (x bare Hono: of req/s):"
+node -e '
+  const rows = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").map((l) => l.split(" "));
+  const med = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+  const by = new Map();
+  for (const [name, ...v] of rows) { if (!by.has(name)) by.set(name, []); by.get(name).push(v.map(Number)); }
+  const hono = med(by.get("hono").map((v) => v[0]));
+  for (const [name, vs] of by) {
+    const rps = med(vs.map((v) => v[0]));
+    console.log(`${name.padEnd(16)} ${String(Math.round(rps)).padStart(7)} req/s  x${(rps / hono).toFixed(2)}  ` +
+      `${med(vs.map((v) => v[1])).toFixed(1)} us/req  redis ${med(vs.map((v) => v[2])).toFixed(1)} us/req`);
+  }' "$WORK/rounds"

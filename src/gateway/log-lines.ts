@@ -110,23 +110,27 @@ export class StandardOutput implements LineSink {
   }
 
   /**
-   * At exit, where nothing runs in the background any more: `last` goes out synchronously if
-   * nothing is waiting before it. Otherwise (the reader is slow or has stopped) it is dropped with
-   * what waits: the process exits rather than hangs, and keeps the order of what it did write.
+   * At exit, where nothing runs in the background any more: what waits here, then `last`, goes out
+   * synchronously, once everything handed to the stream has reached the reader's side (a write the
+   * pipe took at once, whose callback has not run yet). Otherwise (the reader is slow or has
+   * stopped) it is dropped: the process exits rather than hangs, and keeps the order of what it wrote.
    */
   writeAtExit(last: string): void {
-    if (this.writing || this.broken) {
-      for (const chunk of [...this.queue, last]) this.drop(chunk);
+    const chunks = last ? [...this.queue, last] : [...this.queue];
+    this.queue.length = 0;
+    const fd = (this.stream as { fd?: unknown }).fd;
+    if (this.broken || this.stream.writableLength > 0 || typeof fd !== "number") {
+      for (const chunk of chunks) this.drop(chunk);
       return;
     }
-    if (!last) return;
-    const fd = (this.stream as { fd?: unknown }).fd;
-    try {
-      if (typeof fd === "number") writeSync(fd, last);
-      else this.stream.write(last);
-    } catch {
-      // A full pipe (EAGAIN) or a reader that is gone: nothing more can be done at exit.
-      this.drop(last);
+    for (const [i, chunk] of chunks.entries()) {
+      try {
+        writeSync(fd, chunk);
+      } catch {
+        // A full pipe (EAGAIN) or a reader that is gone: nothing more can be done at exit.
+        for (const rest of chunks.slice(i)) this.drop(rest);
+        return;
+      }
     }
   }
 }

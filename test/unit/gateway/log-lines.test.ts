@@ -155,10 +155,13 @@ describe("createLogger", () => {
   it("writes what it holds when the process exits, however it exits", async () => {
     const gateway = fileURLToPath(new URL("../../../dist/gateway/index.js", import.meta.url));
     for (const exit of ["process.exit(3)", "undefined"]) {
+      // The warning is written at once, its write's callback still to come when the process exits.
       const script = `
         const { createLogger } = await import(${JSON.stringify(gateway)});
         const logger = createLogger({ level: "info", pretty: false });
-        for (let i = 0; i < 3; i++) logger.info({ i }, "held");
+        logger.info({ i: 0 }, "held");
+        logger.warn({ i: 1 }, "written at once");
+        logger.info({ i: 2 }, "held");
         ${exit};`;
       const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
         stdio: ["ignore", "pipe", "inherit"],

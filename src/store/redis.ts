@@ -261,17 +261,21 @@ export class RedisStore implements IdempotencyStore {
     });
   }
 
+  /** One of the scripts that act on one key's record, the only key they are given. */
+  private keyScript(name: ScriptName, key: string, ...args: (string | Buffer | number)[]): Promise<Reply> {
+    return this.script(name, 1, this.record(key), ...args);
+  }
+
   async get(key: string): Promise<StoredRecord | undefined> {
-    const reply = await this.call("read", () => this.script("idemGet", 1, this.record(key)));
+    const reply = await this.call("read", () => this.keyScript("idemGet", key));
     return decode(reply);
   }
 
   async begin(key: string, lease: Lease): Promise<BeginResult> {
     const reply = await this.call("begin", () =>
-      this.script(
+      this.keyScript(
         "idemBegin",
-        1,
-        this.record(key),
+        key,
         lease.token,
         lease.fingerprint,
         lease.leaseMs,
@@ -312,17 +316,16 @@ export class RedisStore implements IdempotencyStore {
 
   async extend(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const reply = await this.call("extend", () =>
-      this.script("idemExtend", 1, this.record(key), token, times.leaseMs, times.ttlMs, times.settleMs),
+      this.keyScript("idemExtend", key, token, times.leaseMs, times.ttlMs, times.settleMs),
     );
     return reply === 1;
   }
 
   async complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean> {
     const reply = await this.call("complete", () =>
-      this.script(
+      this.keyScript(
         "idemComplete",
-        1,
-        this.record(key),
+        key,
         token,
         this.channel(key),
         response.status,
@@ -344,7 +347,7 @@ export class RedisStore implements IdempotencyStore {
 
   async markUnknown(key: string, token: string, times: LeaseTimes): Promise<boolean> {
     const reply = await this.call("mark unknown", () =>
-      this.script("idemUnknown", 1, this.record(key), token, this.channel(key), times.ttlMs, times.settleMs),
+      this.keyScript("idemUnknown", key, token, this.channel(key), times.ttlMs, times.settleMs),
     );
     return reply === 1;
   }
@@ -352,10 +355,9 @@ export class RedisStore implements IdempotencyStore {
   async release(key: string, token: string, response?: StoredResponse, holdMs = 0): Promise<boolean> {
     const hold = response !== undefined && holdMs > 0;
     const reply = await this.call("release", () =>
-      this.script(
+      this.keyScript(
         "idemRelease",
-        1,
-        this.record(key),
+        key,
         token,
         this.channel(key),
         hold ? "hold" : "drop",
@@ -370,10 +372,9 @@ export class RedisStore implements IdempotencyStore {
 
   async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
     const reply = await this.call("resolve", () =>
-      this.script(
+      this.keyScript(
         "idemResolve",
-        1,
-        this.record(key),
+        key,
         response ? "store" : "release",
         this.channel(key),
         response?.status ?? 0,
@@ -412,7 +413,7 @@ export class RedisStore implements IdempotencyStore {
       Promise.all([
         this.script("idemAttempts", 1, stream, shardCap, ...lines),
         ...entries.flatMap((e) =>
-          e.storeKey === undefined ? [] : [this.script("idemCount", 1, this.record(e.storeKey))],
+          e.storeKey === undefined ? [] : [this.keyScript("idemCount", e.storeKey)],
         ),
       ]),
     );
@@ -467,9 +468,7 @@ export class RedisStore implements IdempotencyStore {
   }
 
   async purge(key: string): Promise<boolean> {
-    const reply = await this.call("purge", () =>
-      this.script("idemPurge", 1, this.record(key), this.channel(key)),
-    );
+    const reply = await this.call("purge", () => this.keyScript("idemPurge", key, this.channel(key)));
     return typeof reply === "number" && reply > 0;
   }
 

@@ -13,6 +13,7 @@ import {
   StoreUnavailableError,
   UntrustedHeaderError,
 } from "../errors.js";
+import type { EngineResult } from "../idempotency/engine.js";
 import {
   checkRequired,
   deriveKey,
@@ -269,6 +270,31 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     return RESPONSE_ALREADY_SENT;
   }
 
+  /** A pass-through on a route that protects others, told to the audit trail once answered. */
+  async function auditedPassThrough(
+    incoming: IncomingMessage,
+    outgoing: ServerResponse,
+    route: CompiledRoute,
+    path: string,
+    rawQuery: string,
+    requestId: string,
+    audit: Observer,
+  ): Promise<Response> {
+    const ev = requestEvent(requestId, route.name, incoming.method as string, path, RequestOutcome.Passed, 0);
+    const started = performance.now();
+    try {
+      return await passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
+    } catch (err) {
+      ev.errorCode = err instanceof GatewayError ? err.code : "INTERNAL";
+      ev.status = err instanceof GatewayError ? err.status : 500;
+      throw err;
+    } finally {
+      ev.status ||= outgoing.statusCode;
+      ev.totalMs = performance.now() - started;
+      audit(ev);
+    }
+  }
+
   /** Headers of a protected request's upstream calls (the request and its probe), operation id included. */
   function protectedHeaders(incoming: IncomingMessage, route: CompiledRoute, ev: RequestEvent): string[] {
     const headers = upstreamRequestHeaders(
@@ -334,6 +360,11 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     );
   }
 
+  /**
+   * A protected request from its body to its answer, which it writes itself, errors included: the
+   * framework's handler has returned by then, so that a request waiting on a duplicate holds only
+   * what it needs, not the framework's context and async frames as well.
+   */
   async function protectedRequest(
     route: CompiledRoute,
     view: RequestView,
@@ -341,50 +372,90 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     outgoing: ServerResponse,
     ev: RequestEvent,
   ): Promise<void> {
-    view.body = await readBody(incoming, route.settings.maxBodySize);
-    if (deps.auditPayloads) ev.payload = Buffer.from(view.body).toString("utf8");
-    const fields = new RequestFields(view);
-    checkRequired(route, fields);
-    const key = deriveKey(route, fields);
-    if (!key) {
-      const response = await forwardBuffered(incoming, outgoing, route, view, ev);
-      ev.outcome = RequestOutcome.Executed;
-      ev.status = response.status;
-      writeStored(outgoing, response, false, ev.requestId);
-      return;
-    }
-    ev.storeKey = key.storeKey;
-    ev.keyKind = key.kind;
-    ev.material = key.material;
-    ev.scope = key.scope;
-    ev.identity = key.identity;
+    const started = performance.now();
     try {
-      const rule = route.settings.reconcile;
-      const result = await engine.handle(
-        route.settings,
-        key.storeKey,
-        key.fingerprint,
-        () => forwardBuffered(incoming, outgoing, route, view, ev),
-        rule && (() => probe(route, rule, fields, incoming, ev)),
-      );
+      view.body = await readBody(incoming, route.settings.maxBodySize);
+      if (deps.auditPayloads) ev.payload = Buffer.from(view.body).toString("utf8");
+      const fields = new RequestFields(view);
+      checkRequired(route, fields);
+      const key = deriveKey(route, fields);
+      if (!key) {
+        const response = await forwardBuffered(incoming, outgoing, route, view, ev);
+        ev.outcome = RequestOutcome.Executed;
+        ev.status = response.status;
+        writeStored(outgoing, response, false, ev.requestId);
+        return;
+      }
+      ev.storeKey = key.storeKey;
+      ev.keyKind = key.kind;
+      ev.material = key.material;
+      ev.scope = key.scope;
+      ev.identity = key.identity;
+      let result: EngineResult;
+      try {
+        const rule = route.settings.reconcile;
+        result = await engine.handle(
+          route.settings,
+          key.storeKey,
+          key.fingerprint,
+          () => forwardBuffered(incoming, outgoing, route, view, ev),
+          rule && (() => probe(route, rule, fields, incoming, ev)),
+        );
+      } catch (err) {
+        if (!(err instanceof StoreUnavailableError) || deps.failMode !== "open") throw err;
+        // failMode: open trades exactly-once for availability while the store is down.
+        logger.warn(
+          { route: route.name, requestId: ev.requestId, err: err.message },
+          "store unavailable, forwarding unprotected",
+        );
+        const response = await forwardBuffered(incoming, outgoing, route, view, ev);
+        ev.outcome = RequestOutcome.Unprotected;
+        ev.status = response.status;
+        writeStored(outgoing, response, false, ev.requestId);
+        return;
+      }
       ev.outcome = outcomeOfResult(result.outcome);
       ev.status = result.response.status;
       writeStored(outgoing, result.response, result.replayed, ev.requestId);
     } catch (err) {
-      if (!(err instanceof StoreUnavailableError) || deps.failMode !== "open") throw err;
-      // failMode: open trades exactly-once for availability while the store is down.
-      logger.warn(
-        { route: route.name, requestId: ev.requestId, err: err.message },
-        "store unavailable, forwarding unprotected",
-      );
-      const response = await forwardBuffered(incoming, outgoing, route, view, ev);
-      ev.outcome = RequestOutcome.Unprotected;
-      ev.status = response.status;
-      writeStored(outgoing, response, false, ev.requestId);
+      ev.outcome = outcomeOfError(err);
+      ev.status = err instanceof GatewayError ? err.status : 500;
+      ev.errorCode = err instanceof GatewayError ? err.code : "INTERNAL";
+      // An answer too large to store went to this caller as it arrived: nothing more to say.
+      if (err instanceof ResponseTooLargeError && err.delivered) ev.status = err.upstreamStatus;
+      else writeProblem(outgoing, err, incoming.url, ev.requestId, route);
+    } finally {
+      ev.totalMs = performance.now() - started;
+      deps.observe(ev);
     }
   }
 
-  app.all("*", async function idempotency(c) {
+  /** An error's answer, as RFC 9457 problem details; a response already under way is cut off instead. */
+  function writeProblem(
+    outgoing: ServerResponse,
+    err: unknown,
+    instance: string | undefined,
+    requestId: string | undefined,
+    route: CompiledRoute | undefined,
+  ): void {
+    if (outgoing.headersSent) {
+      outgoing.destroy(err instanceof Error ? err : undefined);
+      return;
+    }
+    const problem = toProblem(err, {
+      instance,
+      requestId,
+      shape: (route ?? routes.fallback).settings.errorBody,
+    });
+    if (problem.status >= 500) logger.error({ err }, "request failed");
+    outgoing.writeHead(problem.status, {
+      ...problem.headers,
+      "content-length": Buffer.byteLength(problem.body),
+    });
+    outgoing.end(problem.body);
+  }
+
+  app.all("*", function idempotency(c) {
     const { incoming, outgoing } = c.env;
     const requestId = requestIdOf(incoming);
     c.set("requestId", requestId);
@@ -429,22 +500,9 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     if (!isProtected(route, method, header)) {
       const audit = route.fallback ? undefined : deps.auditPassThrough;
       if (!audit) return passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
-      const ev = requestEvent(requestId, route.name, method, path, RequestOutcome.Passed, 0);
-      const started = performance.now();
-      try {
-        return await passThrough(incoming, outgoing, rawQuery ? `${path}?${rawQuery}` : path, requestId);
-      } catch (err) {
-        ev.errorCode = err instanceof GatewayError ? err.code : "INTERNAL";
-        ev.status = err instanceof GatewayError ? err.status : 500;
-        throw err;
-      } finally {
-        ev.status ||= outgoing.statusCode;
-        ev.totalMs = performance.now() - started;
-        audit(ev);
-      }
+      return auditedPassThrough(incoming, outgoing, route, path, rawQuery, requestId, audit);
     }
 
-    const started = performance.now();
     const ev = requestEvent(requestId, route.name, method, path, RequestOutcome.Error, 500);
     const view: RequestView = {
       method,
@@ -454,35 +512,17 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       params,
       body: new Uint8Array(),
     };
-    try {
-      await protectedRequest(route, view, incoming, outgoing, ev);
-    } catch (err) {
-      ev.outcome = outcomeOfError(err);
-      ev.status = err instanceof GatewayError ? err.status : 500;
-      ev.errorCode = err instanceof GatewayError ? err.code : "INTERNAL";
-      // An answer too large to store went to this caller as it arrived: nothing more to say.
-      if (err instanceof ResponseTooLargeError && err.delivered) ev.status = err.upstreamStatus;
-      else throw err;
-    } finally {
-      ev.totalMs = performance.now() - started;
-      deps.observe(ev);
-    }
+    protectedRequest(route, view, incoming, outgoing, ev).catch((err: unknown) => {
+      // Only the observers or the error answer itself can throw here.
+      logger.error({ err, requestId }, "request failed after it was answered");
+      outgoing.destroy();
+    });
     return RESPONSE_ALREADY_SENT;
   });
 
   app.onError((err, c) => {
-    const outgoing = c.env?.outgoing;
-    if (outgoing?.headersSent) {
-      outgoing.destroy(err);
-      return RESPONSE_ALREADY_SENT;
-    }
-    const problem = toProblem(err, {
-      instance: c.env?.incoming?.url,
-      requestId: c.get("requestId"),
-      shape: (c.get("route") ?? routes.fallback).settings.errorBody,
-    });
-    if (problem.status >= 500) logger.error({ err }, "request failed");
-    return new Response(problem.body, { status: problem.status, headers: problem.headers });
+    writeProblem(c.env.outgoing, err, c.env.incoming.url, c.get("requestId"), c.get("route"));
+    return RESPONSE_ALREADY_SENT;
   });
 
   return app;

@@ -9,6 +9,7 @@ import type {
   StoredRecord,
   StoredResponse,
   StoreHealth,
+  WaitSignal,
 } from "../store/index.js";
 import { HotCounter, HotHistogram } from "./hot-metrics.js";
 import { droppedLogLines } from "./logger.js";
@@ -187,7 +188,7 @@ export class MeasuredStore implements IdempotencyStore {
   release(key: string, token: string, response?: StoredResponse, holdMs?: number): Promise<boolean> {
     return this.timed(OP.release, performance.now(), this.inner.release(key, token, response, holdMs));
   }
-  waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
+  waitFor(key: string, signal: WaitSignal): Promise<StoredRecord | undefined> {
     return this.inner.waitFor(key, signal);
   }
   ping(): Promise<void> {

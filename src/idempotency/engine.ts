@@ -21,6 +21,7 @@ import {
   type StoredResponse,
 } from "../store/types.js";
 import { judgeProbe, type ProbeVerdict } from "./probe-answer.js";
+import { WaitDeadline } from "./wait-deadline.js";
 
 /** How a protected request ended, as the attempt log and metrics name it. */
 export const Outcome = {
@@ -159,10 +160,8 @@ export class IdempotencyEngine {
       case RecordState.InFlight:
       case RecordState.Released:
         if (settings.concurrent === "reject") throw new InFlightError(IN_FLIGHT_RETRY_AFTER_S);
-        return answerAfterWait(
-          await this.waitSettled(key, this.now() + settings.waitTimeoutMs),
-          fingerprint,
-          settings,
+        return this.waitSettled(key, this.now() + settings.waitTimeoutMs).then((record) =>
+          answerAfterWait(record, fingerprint, settings),
         );
     }
   }
@@ -182,19 +181,27 @@ export class IdempotencyEngine {
     }
   }
 
-  private async waitSettled(key: string, deadline: number): Promise<StoredRecord | undefined> {
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), Math.max(0, deadline - this.now()));
+  /**
+   * Not an async function, and handle returns its promise rather than awaiting it: each of
+   * thousands of duplicates waiting on one slow request would otherwise keep two suspended frames.
+   */
+  private waitSettled(key: string, deadline: number): Promise<StoredRecord | undefined> {
+    const limit = new WaitDeadline(Math.max(0, deadline - this.now()));
     this.waiting++;
-    try {
-      return await this.store.waitFor(key, controller.signal);
-    } catch (err) {
-      if (controller.signal.aborted) throw new InFlightError(IN_FLIGHT_RETRY_AFTER_S);
-      throw err;
-    } finally {
+    const done = () => {
       this.waiting--;
-      clearTimeout(timer);
-    }
+      limit.clear();
+    };
+    return this.store.waitFor(key, limit).then(
+      (record) => {
+        done();
+        return record;
+      },
+      (err: unknown) => {
+        done();
+        throw limit.aborted ? new InFlightError(IN_FLIGHT_RETRY_AFTER_S) : err;
+      },
+    );
   }
 
   /**

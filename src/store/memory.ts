@@ -11,6 +11,7 @@ import {
   RecordState,
   type StoredRecord,
   type StoredResponse,
+  type WaitSignal,
 } from "./types.js";
 import { joinWaiters, type Waiter } from "./wait-groups.js";
 
@@ -267,7 +268,7 @@ export class MemoryStore implements IdempotencyStore {
    * Waiters of one key share one entry and one timer at the lease's end: ten thousand duplicates
    * of a slow request cost ten thousand promises, not ten thousand timers.
    */
-  waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
+  waitFor(key: string, signal: WaitSignal): Promise<StoredRecord | undefined> {
     if (signal.aborted) return Promise.reject(signal.reason);
     const settled = this.settledRecord(key);
     if (settled.done) return Promise.resolve(settled.record);

@@ -12,6 +12,7 @@ import type {
   StoredRecord,
   StoredResponse,
   StoreHealth,
+  WaitSignal,
 } from "./types.js";
 import { WaitGroups } from "./wait-groups.js";
 
@@ -340,7 +341,7 @@ export class PostgresStore implements IdempotencyStore {
    * Waiters of one key share a fallback poll (WaitGroups); the listening connection, up before any
    * waiter is added (connect), hears every completion.
    */
-  waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
+  waitFor(key: string, signal: WaitSignal): Promise<StoredRecord | undefined> {
     return this.waiters.wait(key, signal);
   }
 

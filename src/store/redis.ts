@@ -17,6 +17,7 @@ import type {
   StoredRecord,
   StoredResponse,
   StoreHealth,
+  WaitSignal,
 } from "./types.js";
 import { WaitGroups } from "./wait-groups.js";
 
@@ -477,7 +478,7 @@ export class RedisStore implements IdempotencyStore {
    * made before the group's first read, so a completion between the two cannot be missed; the poll
    * covers a lost message and a lease that ran out without any message (a crashed gateway).
    */
-  waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
+  waitFor(key: string, signal: WaitSignal): Promise<StoredRecord | undefined> {
     return this.waiters.wait(key, signal);
   }
 

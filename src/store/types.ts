@@ -109,6 +109,18 @@ export type BeginResult =
   | { acquired: false; record: StoredRecord };
 
 /**
+ * What ends a wait early: an AbortSignal, or anything with the part of one a wait uses (one listener
+ * at a time). Thousands of requests may wait at once, and each AbortController carries an
+ * EventTarget with its listener map.
+ */
+export interface WaitSignal {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
+
+/**
  * What the engine asks of a store. Every write that ends an attempt names the attempt's token and
  * does nothing (returns false) when the record is no longer that attempt's: an attempt that lost
  * its lease cannot overwrite or release the record of the one that took over (fencing). A failure
@@ -133,8 +145,11 @@ export interface IdempotencyStore {
    * they are told the attempt ended unstored.
    */
   release(key: string, token: string, response?: StoredResponse, holdMs?: number): Promise<boolean>;
-  /** Resolves once the key is no longer in flight, with its record then (undefined: gone). */
-  waitFor(key: string, signal: AbortSignal): Promise<StoredRecord | undefined>;
+  /**
+   * Resolves once the key is no longer in flight, with its record then (undefined: gone); rejects
+   * with the signal's reason once it aborts.
+   */
+  waitFor(key: string, signal: WaitSignal): Promise<StoredRecord | undefined>;
   /** Resolves when the store answers; rejects with StoreUnavailableError when it does not. */
   ping(): Promise<void>;
   /** What the store's servers allow and refuse, for /readyz and the checks at start (Redis). */

@@ -1,4 +1,4 @@
-import { RecordState, type StoredRecord } from "./types.js";
+import { RecordState, type StoredRecord, type WaitSignal } from "./types.js";
 
 export interface WaitGroupHooks {
   /** Reads the key's record. */
@@ -20,7 +20,7 @@ export type Waiter = (record: StoredRecord | undefined) => void;
  */
 export function joinWaiters(
   waiters: Set<Waiter>,
-  signal: AbortSignal,
+  signal: WaitSignal,
   leave: (waiter: Waiter) => void,
 ): Promise<StoredRecord | undefined> {
   return new Promise((resolve, reject) => {
@@ -53,7 +53,7 @@ export class WaitGroups {
 
   constructor(private readonly hooks: WaitGroupHooks) {}
 
-  wait(key: string, signal: AbortSignal): Promise<StoredRecord | undefined> {
+  wait(key: string, signal: WaitSignal): Promise<StoredRecord | undefined> {
     if (signal.aborted) return Promise.reject(signal.reason);
     let group = this.groups.get(key);
     if (!group) {

@@ -13,7 +13,7 @@ import {
   type StoredResponse,
   type WaitSignal,
 } from "./types.js";
-import { joinWaiters, type Waiter } from "./wait-groups.js";
+import { joinWaiters, type Waiter, wakeWaiters } from "./wait-groups.js";
 
 interface Entry {
   attempts?: number;
@@ -367,7 +367,7 @@ export class MemoryStore implements IdempotencyStore {
       return;
     }
     this.dropGroup(key, group);
-    for (const resolve of group.resolvers) resolve(settled.record);
+    wakeWaiters(group.resolvers, settled.record);
   }
 
   private sweep(): void {

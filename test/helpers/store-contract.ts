@@ -172,6 +172,26 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
       expect((await waiting)?.state).toBe(RecordState.Completed);
     });
 
+    it("wakes many waiters a batch per turn of the event loop, every one of them in the end", async () => {
+      const begun = await acquire(store, key, { leaseMs: 10_000 });
+      let woken = 0;
+      const waiting = Array.from({ length: 600 }, () =>
+        store.waitFor(key, new AbortController().signal).then((record) => {
+          woken++;
+          return record?.state;
+        }),
+      );
+      await store.complete(key, begun.token, response, TTL_MS);
+      await waiting[0];
+      // The first batch's answers have all run by now; the next batch waits for the next turn.
+      const inFirstTurn = woken;
+      expect(inFirstTurn).toBeGreaterThan(0);
+      expect(inFirstTurn).toBeLessThanOrEqual(256);
+      for (let turn = 0; turn < 10 && woken < 600; turn++) await fx.advance(1);
+      expect(woken).toBe(600);
+      expect(new Set(await Promise.all(waiting))).toEqual(new Set([RecordState.Completed]));
+    });
+
     it("wakes a waiter with undefined when the attempt releases the key", async () => {
       const begun = await acquire(store, key, { leaseMs: 10_000 });
       const waiting = store.waitFor(key, new AbortController().signal);

@@ -421,7 +421,7 @@ async function main(): Promise<void> {
     process.stdout.write(
       `10,000 waiting duplicates (memory store, 10 s backend): ${ok.length} answered 201, ` +
         `${new Set(ok.map((w) => w.body)).size} distinct bodies, backend executions ${waitStats.executions}, ` +
-        `gateway peak RSS ${waitRss} MB (target < 300 MB)\n`,
+        `gateway peak RSS ${waitRss} MB (target < 250 MB)\n`,
     );
     const other = waiters.filter((w) => w.status !== 201);
     if (other.length)

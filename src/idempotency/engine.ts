@@ -160,9 +160,7 @@ export class IdempotencyEngine {
       case RecordState.InFlight:
       case RecordState.Released:
         if (settings.concurrent === "reject") throw new InFlightError(IN_FLIGHT_RETRY_AFTER_S);
-        return this.waitSettled(key, this.now() + settings.waitTimeoutMs).then((record) =>
-          answerAfterWait(record, fingerprint, settings),
-        );
+        return this.waitAndAnswer(key, this.now() + settings.waitTimeoutMs, fingerprint, settings);
     }
   }
 
@@ -185,20 +183,23 @@ export class IdempotencyEngine {
    * Not an async function, and handle returns its promise rather than awaiting it: each of
    * thousands of duplicates waiting on one slow request would otherwise keep two suspended frames.
    */
-  private waitSettled(key: string, deadline: number): Promise<StoredRecord | undefined> {
+  private waitAndAnswer(
+    key: string,
+    deadline: number,
+    fingerprint: string,
+    settings: RouteSettings,
+  ): Promise<EngineResult> {
     const limit = new WaitDeadline(Math.max(0, deadline - this.now()));
     this.waiting++;
-    const done = () => {
-      this.waiting--;
-      limit.clear();
-    };
     return this.store.waitFor(key, limit).then(
       (record) => {
-        done();
-        return record;
+        this.waiting--;
+        limit.clear();
+        return answerAfterWait(record, fingerprint, settings);
       },
       (err: unknown) => {
-        done();
+        this.waiting--;
+        limit.clear();
         throw limit.aborted ? new InFlightError(IN_FLIGHT_RETRY_AFTER_S) : err;
       },
     );

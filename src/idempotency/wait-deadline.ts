@@ -19,13 +19,16 @@ export class WaitDeadline implements WaitSignal {
   private readonly timer: NodeJS.Timeout;
 
   constructor(ms: number) {
-    this.timer = setTimeout(() => {
-      this.aborted = true;
-      this.reason = new WaitDeadlineReached();
-      const listener = this.listener;
-      this.listener = undefined;
-      listener?.();
-    }, ms);
+    this.timer = setTimeout(reach, ms, this);
+  }
+
+  /** The deadline has come: the wait's listener is told. */
+  reach(): void {
+    this.aborted = true;
+    this.reason = new WaitDeadlineReached();
+    const listener = this.listener;
+    this.listener = undefined;
+    listener?.();
   }
 
   addEventListener(_type: "abort", listener: () => void): void {
@@ -42,4 +45,9 @@ export class WaitDeadline implements WaitSignal {
     clearTimeout(this.timer);
     this.listener = undefined;
   }
+}
+
+// A function of the module rather than a closure per deadline.
+function reach(deadline: WaitDeadline): void {
+  deadline.reach();
 }

@@ -360,6 +360,21 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
     );
   }
 
+  /** A protected request forwarded without a key's protection (none derived, or failMode: open). */
+  async function forwardUnkeyed(
+    incoming: IncomingMessage,
+    outgoing: ServerResponse,
+    route: CompiledRoute,
+    view: RequestView,
+    ev: RequestEvent,
+    outcome: RequestOutcome,
+  ): Promise<void> {
+    const response = await forwardBuffered(incoming, outgoing, route, view, ev);
+    ev.outcome = outcome;
+    ev.status = response.status;
+    writeStored(outgoing, response, false, ev.requestId);
+  }
+
   /**
    * A protected request from its body to its answer, which it writes itself, errors included: the
    * framework's handler has returned by then, so that a request waiting on a duplicate holds only
@@ -379,13 +394,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       const fields = new RequestFields(view);
       checkRequired(route, fields);
       const key = deriveKey(route, fields);
-      if (!key) {
-        const response = await forwardBuffered(incoming, outgoing, route, view, ev);
-        ev.outcome = RequestOutcome.Executed;
-        ev.status = response.status;
-        writeStored(outgoing, response, false, ev.requestId);
-        return;
-      }
+      if (!key) return await forwardUnkeyed(incoming, outgoing, route, view, ev, RequestOutcome.Executed);
       ev.storeKey = key.storeKey;
       ev.keyKind = key.kind;
       ev.material = key.material;
@@ -408,11 +417,7 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
           { route: route.name, requestId: ev.requestId, err: err.message },
           "store unavailable, forwarding unprotected",
         );
-        const response = await forwardBuffered(incoming, outgoing, route, view, ev);
-        ev.outcome = RequestOutcome.Unprotected;
-        ev.status = response.status;
-        writeStored(outgoing, response, false, ev.requestId);
-        return;
+        return await forwardUnkeyed(incoming, outgoing, route, view, ev, RequestOutcome.Unprotected);
       }
       ev.outcome = outcomeOfResult(result.outcome);
       ev.status = result.response.status;
@@ -513,8 +518,8 @@ export function createApp(deps: GatewayDeps): Hono<Env> {
       body: new Uint8Array(),
     };
     protectedRequest(route, view, incoming, outgoing, ev).catch((err: unknown) => {
-      // Only the observers or the error answer itself can throw here.
-      logger.error({ err, requestId }, "request failed after it was answered");
+      // Only writing the error's answer or telling the observers can throw here.
+      logger.error({ err, requestId }, "request failed while answering or observing it");
       outgoing.destroy();
     });
     return RESPONSE_ALREADY_SENT;

@@ -38,4 +38,6 @@ process.on("message", (m) => {
   } else if (m === "release") release?.();
   else if (m === "exit") void Promise.all([gateway.close(), upstream.close()]).then(() => process.exit(0));
 });
+// A parent that dies (a test runner killed) takes this process with it.
+process.on("disconnect", () => process.exit(0));
 send({ url: gateway.url });

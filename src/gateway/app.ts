@@ -13,10 +13,10 @@ import {
   StoreUnavailableError,
   UntrustedHeaderError,
 } from "../errors.js";
-import type { EngineResult } from "../idempotency/engine.js";
 import {
   checkRequired,
   deriveKey,
+  type EngineResult,
   type IdempotencyEngine,
   isMissing,
   isProtected,

@@ -367,7 +367,7 @@ export class MemoryStore implements IdempotencyStore {
       return;
     }
     this.dropGroup(key, group);
-    wakeWaiters(group.resolvers, settled.record);
+    wakeWaiters([...group.resolvers], settled.record);
   }
 
   private sweep(): void {

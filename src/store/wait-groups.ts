@@ -45,12 +45,11 @@ const WAKE_BATCH = 256;
  * turn hold all their answers' objects at once (headers, writes, log lines and events): each batch
  * finishes its writes before the next starts, and the collector reclaims them in between.
  */
-export function wakeWaiters(waiters: Iterable<Waiter>, record: StoredRecord | undefined): void {
-  const queue = Array.isArray(waiters) ? waiters : [...waiters];
+export function wakeWaiters(waiters: readonly Waiter[], record: StoredRecord | undefined): void {
   const wake = (from: number) => {
-    const to = Math.min(queue.length, from + WAKE_BATCH);
-    for (let i = from; i < to; i++) (queue[i] as Waiter)(record);
-    if (to < queue.length) setImmediate(wake, to);
+    const to = Math.min(waiters.length, from + WAKE_BATCH);
+    for (let i = from; i < to; i++) (waiters[i] as Waiter)(record);
+    if (to < waiters.length) setImmediate(wake, to);
   };
   wake(0);
 }

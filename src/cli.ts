@@ -20,7 +20,18 @@ import {
 } from "./config/index.js";
 import { startDemoBackend } from "./demo/index.js";
 import { ConfigError, GatewayError } from "./errors.js";
-import { createLogger, logWritten, runPrimary, runWorker, startGateway, toProblem } from "./gateway/index.js";
+import {
+  connectionCap,
+  connectionCapWarning,
+  createLogger,
+  describeCap,
+  logWritten,
+  openFileLimit,
+  runPrimary,
+  runWorker,
+  startGateway,
+  toProblem,
+} from "./gateway/index.js";
 import { type Explanation, explain } from "./idempotency/index.js";
 import { DEFAULT_BODY, Pattern, type StormReport } from "./storm/types.js";
 
@@ -127,6 +138,16 @@ function drainOnSignal(close: () => Promise<void>): void {
   process.on("SIGINT", () => stop("SIGINT"));
 }
 
+/** The config's warnings and what this process's limits make of it. */
+function startWarnings(config: Config): string[] {
+  const { maxConnections } = config.listen;
+  const cap = connectionCapWarning(
+    maxConnections,
+    connectionCap(maxConnections, config.upstream.connections, openFileLimit()),
+  );
+  return [...configWarnings(config), ...(cap ? [cap] : [])];
+}
+
 function workerCount(value: string): number {
   if (value === "auto") return availableParallelism();
   return positiveInt(value);
@@ -141,7 +162,7 @@ async function serveCommand(opts: { config: string; workers?: number } & Overrid
         "--workers needs store.kind: redis: workers would not share the memory store (use --store redis --redis URL)",
       );
     }
-    for (const warning of configWarnings(config)) process.stderr.write(`warning: ${warning}\n`);
+    for (const warning of startWarnings(config)) process.stderr.write(`warning: ${warning}\n`);
     const group = await runPrimary(config, opts.workers, createLogger(config.log));
     process.stdout.write(
       `idempotency-gateway listening on ${group.url} (upstream ${config.upstream.url}, store ${config.store.kind}, ` +
@@ -150,7 +171,7 @@ async function serveCommand(opts: { config: string; workers?: number } & Overrid
     drainOnSignal(() => group.close());
     return;
   }
-  for (const warning of configWarnings(config)) process.stderr.write(`warning: ${warning}\n`);
+  for (const warning of startWarnings(config)) process.stderr.write(`warning: ${warning}\n`);
   const gateway = await startGateway(config);
   process.stdout.write(
     `idempotency-gateway listening on ${gateway.url} (upstream ${config.upstream.url}, store ${config.store.kind}` +
@@ -233,7 +254,7 @@ interface CheckConfigFlags {
 async function checkConfigCommand(opts: CheckConfigFlags): Promise<void> {
   const config = await load(opts.config, {});
   const table = new RouteTable(config);
-  const warnings = configWarnings(config).map((w) => `warning: ${w}`);
+  const warnings = startWarnings(config).map((w) => `warning: ${w}`);
   if (opts.explain) {
     const [method, url, ...rest] = opts.explain;
     if (!method || !url || rest.length || !url.startsWith("/"))
@@ -253,7 +274,12 @@ async function checkConfigCommand(opts: CheckConfigFlags): Promise<void> {
     return;
   }
   const lines = [`${opts.config}: ok (${table.routes.length} routes, store ${config.store.kind})`];
-  lines.push(...table.routes.map(routeLine), ...warnings);
+  const { maxConnections } = config.listen;
+  const cap = describeCap(
+    maxConnections,
+    connectionCap(maxConnections, config.upstream.connections, openFileLimit()),
+  );
+  lines.push(...table.routes.map(routeLine), cap, ...warnings);
   process.stdout.write(`${lines.join("\n")}\n`);
   if (opts.connect) await checkStore(config);
 }

@@ -384,11 +384,12 @@ export const configSchema = z.strictObject({
         .prefault("5s")
         .describe("How long an idle client connection is kept open. By default, 5s."),
       maxConnections: z
-        .number()
-        .int()
-        .min(1)
-        .default(10_000)
-        .describe("Client connections accepted at once; more are closed on arrival. By default, 10000."),
+        .union([z.literal("auto"), z.number().int().min(1)])
+        .default("auto")
+        .describe(
+          "Client connections accepted at once; more are closed on arrival. auto (the default) is the " +
+            "open-file limit less upstream.connections and 256 descriptors kept for the store, logs and admin.",
+        ),
       maxHeaderSize: size
         .prefault("16kb")
         .describe("Largest request line plus headers; more is a 431. By default, 16kb."),

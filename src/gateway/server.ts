@@ -13,6 +13,7 @@ import { accessLog } from "./access-log.js";
 import { startAdmin } from "./admin.js";
 import { createApp, refuseOversizeExpect } from "./app.js";
 import { AttemptLog } from "./attempt-log.js";
+import { connectionCap, openFileLimit } from "./connection-cap.js";
 import { listening } from "./listen.js";
 import { createLogger } from "./logger.js";
 import { GatewayMetrics, MeasuredStore } from "./metrics.js";
@@ -23,6 +24,8 @@ export interface RunningGateway {
   port: number;
   /** The admin listener's URL, when it is on. */
   adminUrl: string | undefined;
+  /** Client connections accepted at once: listen.maxConnections, `auto` resolved. */
+  maxConnections: number;
   /** Requests forwarded unprotected while the store was unreachable (failMode: open). */
   unprotectedForwards(): number;
   /** Writes the attempt-log entries still buffered. */
@@ -181,7 +184,12 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       ),
     },
   });
-  server.maxConnections = listen.maxConnections;
+  const { cap: maxConnections } = connectionCap(
+    listen.maxConnections,
+    config.upstream.connections,
+    openFileLimit(),
+  );
+  server.maxConnections = maxConnections;
   // With a listener, Node leaves 100-continue to us: a body that is too large is refused unsent.
   server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
     if (refuseOversizeExpect(routes, req, res, observe)) return;
@@ -209,6 +217,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     url: `http://${host}:${info.port}`,
     port: info.port,
     adminUrl: admin?.url,
+    maxConnections,
     unprotectedForwards: () => unprotected,
     flushAttempts: () => callbackLog?.flush() ?? attempts.flush(),
     metricsRegistry: metrics.registry,

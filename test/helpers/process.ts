@@ -14,13 +14,18 @@ export interface GatewayProcess {
   exited: Promise<number | string>;
 }
 
-/** Runs `serve` as a real child process and resolves once it prints the address it listens on. */
+/**
+ * Runs `serve` as a real child process and resolves once it prints the address it listens on.
+ * `launcher` runs node, as in `prlimit --nofile=512 node ...`.
+ */
 export async function spawnServe(
   args: string[],
   env: NodeJS.ProcessEnv = {},
   cli = CLI,
+  launcher: string[] = [],
 ): Promise<GatewayProcess> {
-  const proc = spawn(process.execPath, [cli, "serve", ...args], {
+  const [command, ...before] = [...launcher, process.execPath];
+  const proc = spawn(command as string, [...before, cli, "serve", ...args], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

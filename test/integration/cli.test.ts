@@ -1,4 +1,5 @@
 import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -302,6 +303,74 @@ describe("serve", () => {
     expect(res.status).toBe(200);
     expect(res.body.toString()).toBe("finished during drain");
     expect(await gw.exited).toBe(0);
+  });
+});
+
+describe("client connections", () => {
+  /** A keep-alive connection that has had one answer: the gateway has accepted it. */
+  async function openAnswered(url: string): Promise<Socket> {
+    const { hostname, port } = new URL(url);
+    const socket = connect({ host: hostname, port: Number(port) });
+    const answered = new Promise<string>((resolve, reject) => {
+      socket.once("data", (c: Buffer) => resolve(c.toString("latin1")));
+      socket.once("error", reject);
+      socket.once("close", () => resolve(""));
+    });
+    socket.write("GET /ping HTTP/1.1\r\nHost: x\r\n\r\n");
+    const answer = await answered;
+    if (!answer.startsWith("HTTP/1.1 200")) throw new Error(`no answer on a new connection: ${answer}`);
+    return socket;
+  }
+
+  /** What a new connection gets for a request: "" when it is closed on arrival. */
+  function firstBytes(url: string): Promise<string> {
+    const { hostname, port } = new URL(url);
+    return new Promise((resolve) => {
+      const socket = connect({ host: hostname, port: Number(port) });
+      let got = "";
+      socket.on("data", (c: Buffer) => {
+        got += c.toString("latin1");
+        socket.destroy();
+      });
+      socket.on("error", () => resolve(got));
+      socket.on("close", () => resolve(got));
+      socket.write("GET /ping HTTP/1.1\r\nHost: x\r\n\r\n");
+    });
+  }
+
+  it("by default keep descriptors for the upstream under the open-file limit, and say so", async () => {
+    upstream = await startUpstream();
+    const file = await tempFile(
+      "gw.yaml",
+      `upstream: { url: "${upstream.url}", connections: 8 }\nadmin: { port: false }\nlisten: { port: 0 }\n`,
+    );
+    // 512 open files, less 8 upstream connections and the 256 kept back: 248 clients.
+    gw = await spawnServe(["--config", file], {}, undefined, ["prlimit", "--nofile=512"]);
+    expect(gw.output()).toContain("auto comes to 248 client connections under an open-file limit of 512");
+    const clients: Socket[] = [];
+    try {
+      for (let i = 0; i < 248; i++) clients.push(await openAnswered(gw.url));
+      expect(await firstBytes(gw.url)).toBe("");
+      // The connections it holds still reach the upstream, which a 512th descriptor in use would stop.
+      const again = new Promise<string>((resolve) =>
+        clients[0]?.once("data", (c: Buffer) => resolve(c.toString())),
+      );
+      clients[0]?.write("POST /invoices HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+      expect(await again).toMatch(/^HTTP\/1\.1 200/);
+    } finally {
+      for (const c of clients) c.destroy();
+    }
+    // With them gone, a new connection is taken again.
+    await expect.poll(() => firstBytes(gw?.url as string)).toMatch(/^HTTP\/1\.1 200/);
+  });
+
+  it("check-config shows what auto comes to", async () => {
+    const file = await tempFile("gw.yaml", "upstream: { url: http://127.0.0.1:9, connections: 8 }\n");
+    const r = await runCli(["check-config", "--config", file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(
+      /listen\.maxConnections: \d+ \(auto: open-file limit \d+, less 8 upstream connections and 256 kept for the store, logs and admin\)/,
+    );
   });
 });
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Interleaved CPU and throughput of gateway builds side by side, for changes smaller than the
 # run-to-run spread of the peer benchmark. Every round runs wrk against the bare Hono proxy, the
-# Redis floor (bench/redis-floor.mjs, with FLOOR=1) and each build in turn, and reads each process's
-# CPU time from /proc, so that all share the machine's state of that moment. On 127.0.0.1 only;
-# everything it starts it stops.
+# store's floor (bench/memory-floor.mjs or bench/redis-floor.mjs, with FLOOR=1) and each build in
+# turn, and reads each process's CPU time from /proc, so that all share the machine's state of that
+# moment. On 127.0.0.1 only; everything it starts it stops.
 #
 #   PEER_BENCH=<the peer benchmark's folder> bash bench/interleaved.sh STORE ROUNDS SCRIPT BUILD...
 #     STORE   memory | redis          SCRIPT  unique.lua (first attempts) | replay.lua
@@ -41,8 +41,8 @@ env_for() { echo "PORT=$1 UPSTREAM=http://127.0.0.1:$BACKEND_PORT REDIS_URL=redi
 port=$(free_port); start hono "$port" env $(env_for "$port") node "$PB/src/hono-proxy.mjs"
 if [ -n "${FLOOR:-}" ]; then
   # Beside the peer benchmark's packages, which its bare proxy runs on.
-  ln -s "$PB/node_modules" "$WORK/node_modules"; cp "$ROOT/bench/redis-floor.mjs" "$WORK/"
-  port=$(free_port); start redis-floor "$port" env $(env_for "$port") node "$WORK/redis-floor.mjs"
+  ln -s "$PB/node_modules" "$WORK/node_modules"; cp "$ROOT/bench/$STORE-floor.mjs" "$WORK/"
+  port=$(free_port); start "$STORE-floor" "$port" env $(env_for "$port") node "$WORK/$STORE-floor.mjs"
 fi
 i=0
 for build in "$@"; do

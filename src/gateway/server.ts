@@ -7,7 +7,7 @@ import type { PostgresCallbackLog } from "../audit/callback-log.js";
 import { callbackRow } from "../audit/rows.js";
 import { type CompiledRoute, type Config, RouteTable } from "../config/index.js";
 import { IdempotencyEngine } from "../idempotency/index.js";
-import { TrustedProxies, Upstream } from "../proxy/index.js";
+import { TrustedProxies, Upstream, warmHttpParser } from "../proxy/index.js";
 import { createStore, type IdempotencyStore } from "../store/index.js";
 import { accessLog } from "./access-log.js";
 import { startAdmin } from "./admin.js";
@@ -72,6 +72,8 @@ async function openCallbackLog(
 
 export async function startGateway(config: Config, options: StartOptions = {}): Promise<RunningGateway> {
   const logger = options.logger ?? createLogger(config.log);
+  // Beside the store's start; done before the gateway listens.
+  const warming = warmHttpParser();
   const upstream = new Upstream({
     url: config.upstream.url,
     timeoutMs: config.upstream.timeout,
@@ -167,6 +169,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     throw err;
   });
 
+  await warming;
   const { listen } = config;
   const server = serve({
     fetch: app.fetch,

@@ -7,3 +7,4 @@ export {
 export { InvalidTargetError, normalizeTarget, type Target } from "./target.js";
 export { TrustedProxies } from "./trust.js";
 export { classifyUpstreamError, type OutboundRequest, Upstream, type UpstreamOptions } from "./upstream.js";
+export { warmHttpParser } from "./warm-parser.js";

@@ -247,6 +247,25 @@ describe("serve", () => {
       expect(packages).not.toContain(unused);
   });
 
+  it("compiles undici's HTTP parser before it listens, not at the first upstream exchange", async () => {
+    // Compiled at the first exchange, it delayed that request and raised the peak memory of the
+    // thousands of duplicates arriving with it.
+    const hook = fileURLToPath(new URL("../helpers/wasm-compiles.mjs", import.meta.url));
+    upstream = await startUpstream();
+    gw = await spawnServe(["--port", "0", "--admin-port", "0"], {
+      UPSTREAM_URL: upstream.url,
+      NODE_OPTIONS: `--import=${pathToFileURL(hook).href}`,
+    });
+    const compiles = () => gw?.output().split("wasm module compiled").length ?? 0;
+    const before = compiles();
+    expect(before).toBeGreaterThan(1);
+    expect(gw.output().indexOf("wasm module compiled")).toBeLessThan(gw.output().indexOf("listening on"));
+    const res = await send(`${gw.url}/hello`, { method: "GET" });
+    expect(res.status).toBe(200);
+    expect(upstream.calls).toHaveLength(1);
+    expect(compiles()).toBe(before);
+  });
+
   it("refuses a bad port flag with one clear line", async () => {
     const r = await runCli(["serve", "--port", "http"]);
     expect(r.code).not.toBe(0);

@@ -19,8 +19,14 @@ const FORWARDING = new Set(["x-forwarded-for", "x-forwarded-proto", "x-forwarded
 
 const NONE: ReadonlySet<string> = new Set();
 
+/** What nearly every message lists, made once. */
+const KEEP_ALIVE: ReadonlySet<string> = new Set(["keep-alive"]);
+const CLOSE: ReadonlySet<string> = new Set(["close"]);
+
 function connectionListed(value: string | string[] | undefined): ReadonlySet<string> {
   if (value === undefined || value.length === 0) return NONE;
+  if (value === "keep-alive") return KEEP_ALIVE;
+  if (value === "close") return CLOSE;
   const out = new Set<string>();
   for (const v of Array.isArray(value) ? value : value ? [value] : []) {
     for (const token of v.split(",")) if (token.trim()) out.add(token.trim().toLowerCase());

@@ -43,7 +43,12 @@ export function normalizeTarget(raw: string): Target {
   return { path: normalizePath(rawPath), rawQuery };
 }
 
+/** Characters that need no decoding or refusal, and that no backend reads differently. */
+const PLAIN = /^[A-Za-z0-9\-._~!$&'()*+,=:@/]*$/;
+
 function normalizePath(raw: string): string {
+  // Most paths are already normal: nothing encoded, no "//", no segment starting with a dot.
+  if (PLAIN.test(raw) && !raw.includes("//") && !raw.includes("/.")) return raw;
   let decoded = "";
   for (let i = 0; i < raw.length; i++) {
     const ch = raw[i] as string;

@@ -16,7 +16,7 @@ export {
   type RouteSettings,
   RouteTable,
 } from "./routes.js";
-export type { Config, FingerprintPart, ReconcileRule } from "./schema.js";
+export { type Config, DEFAULT_LOG_BUFFER, type FingerprintPart, type ReconcileRule } from "./schema.js";
 export { parsePointer, parseSource, parseTemplate, type Source, type Template } from "./sources.js";
 export { parseDuration, parseSize } from "./units.js";
 export { configWarnings } from "./warnings.js";

@@ -15,6 +15,9 @@ const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
   return ms;
 });
 
+/** log.buffer when the config sets none; also for loggers made without a config. */
+export const DEFAULT_LOG_BUFFER = 4 * 1024 * 1024;
+
 const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const bytes = parseSize(value);
   if (bytes === undefined) {
@@ -465,7 +468,7 @@ export const configSchema = z.strictObject({
         ),
       buffer: size
         .refine((bytes) => bytes >= 4096, "expected at least 4kb (one chunk of log lines)")
-        .prefault("4mb")
+        .prefault(DEFAULT_LOG_BUFFER)
         .describe(
           "How much log output may wait for a reader that is slow or has stopped; beyond it, lines are dropped and counted " +
             "(idempotency_gateway_log_lines_dropped_total) and the gateway keeps answering. By default, 4mb.",

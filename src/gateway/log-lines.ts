@@ -33,7 +33,8 @@ export class StandardOutput implements LineSink {
   dropped = 0;
   /** Dropped lines not reported yet (see `onCaughtUp`). */
   private unreported = 0;
-  private readonly queue: string[] = [];
+  /** Chunks waiting for the one in flight, with their sizes in bytes. */
+  private readonly queue: { chunk: string; bytes: number }[] = [];
   private queuedBytes = 0;
   private writing = false;
   private broken = false;
@@ -61,13 +62,13 @@ export class StandardOutput implements LineSink {
       this.send(chunk);
       return;
     }
-    const size = Buffer.byteLength(chunk);
-    if (this.queuedBytes + size > this.maxBytes) {
+    const bytes = Buffer.byteLength(chunk);
+    if (this.queuedBytes + bytes > this.maxBytes) {
       this.drop(chunk);
       return;
     }
-    this.queue.push(chunk);
-    this.queuedBytes += size;
+    this.queue.push({ chunk, bytes });
+    this.queuedBytes += bytes;
   }
 
   private send(chunk: string): void {
@@ -79,8 +80,8 @@ export class StandardOutput implements LineSink {
     this.writing = false;
     const next = this.queue.shift();
     if (next !== undefined) {
-      this.queuedBytes -= Buffer.byteLength(next);
-      this.send(next);
+      this.queuedBytes -= next.bytes;
+      this.send(next.chunk);
       return;
     }
     for (const wake of this.waiters.splice(0)) wake();
@@ -116,8 +117,10 @@ export class StandardOutput implements LineSink {
    * stopped) it is dropped: the process exits rather than hangs, and keeps the order of what it wrote.
    */
   writeAtExit(last: string): void {
-    const chunks = last ? [...this.queue, last] : [...this.queue];
+    const chunks = this.queue.map((q) => q.chunk);
+    if (last) chunks.push(last);
     this.queue.length = 0;
+    this.queuedBytes = 0;
     const fd = (this.stream as { fd?: unknown }).fd;
     if (this.broken || this.stream.writableLength > 0 || typeof fd !== "number") {
       for (const chunk of chunks) this.drop(chunk);

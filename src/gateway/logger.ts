@@ -1,10 +1,7 @@
 import { fstatSync } from "node:fs";
 import { type Logger, pino } from "pino";
-import type { Config } from "../config/index.js";
+import { type Config, DEFAULT_LOG_BUFFER } from "../config/index.js";
 import { flushOnWarning, LogLines, StandardOutput } from "./log-lines.js";
-
-/** By default, how much log output may wait for a slow reader (log.buffer). */
-const DEFAULT_BUFFER = 4 * 1024 * 1024;
 
 let standardOutput: { lines: LogLines; out?: StandardOutput } | undefined;
 
@@ -60,7 +57,7 @@ export function createLogger(
 ): Logger {
   if (config.pretty)
     return pino({ level: config.level, transport: { target: "pino-pretty", options: { destination: 2 } } });
-  const std = destination ? undefined : standardOutputLines(config.buffer ?? DEFAULT_BUFFER);
+  const std = destination ? undefined : standardOutputLines(config.buffer ?? DEFAULT_LOG_BUFFER);
   const logger = pino(
     {
       level: config.level,

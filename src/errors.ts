@@ -107,6 +107,33 @@ export class AmbiguousRequestError extends GatewayError {
   }
 }
 
+/** Bytes Node's HTTP parser refused: they are not a request, so nothing of them is routed or logged. */
+export class MalformedRequestError extends GatewayError {
+  constructor(reason: string) {
+    super("MALFORMED_REQUEST", 400, "Malformed request", `the request cannot be read as HTTP/1.1: ${reason}`);
+  }
+}
+
+export class HeadersTooLargeError extends GatewayError {
+  constructor() {
+    super(
+      "HEADERS_TOO_LARGE",
+      431,
+      "Request headers too large",
+      "the request line and headers exceed listen.maxHeaderSize",
+    );
+  }
+}
+
+/** The client did not send its headers, or its whole request, in time (listen.headersTimeout, requestTimeout). */
+export class RequestTimeoutError extends GatewayError {
+  constructor() {
+    super("REQUEST_TIMEOUT", 408, "Request timeout", "the request did not arrive in time");
+    // Sent again, and at once, it may well arrive whole.
+    this.retryAfter();
+  }
+}
+
 export class BodyTooLargeError extends GatewayError {
   constructor(limit: number) {
     super("BODY_TOO_LARGE", 413, "Request body too large", `the body exceeds ${limit} bytes`, { limit });

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
-import type { AddressInfo, Server } from "node:net";
+import type { AddressInfo, Server, Socket } from "node:net";
 import { serve } from "@hono/node-server";
 import type { Logger } from "pino";
 import type { Registry } from "prom-client";
@@ -13,6 +13,7 @@ import { accessLog } from "./access-log.js";
 import { startAdmin } from "./admin.js";
 import { createApp, refuseOversizeExpect } from "./app.js";
 import { AttemptLog } from "./attempt-log.js";
+import { answerClientError } from "./client-error.js";
 import { connectionCap, openFileLimit } from "./connection-cap.js";
 import { listening } from "./listen.js";
 import { createLogger } from "./logger.js";
@@ -193,6 +194,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
     openFileLimit(),
   );
   server.maxConnections = maxConnections;
+  server.on("clientError", (err: Error, socket: Socket) => answerClientError(err, socket, logger));
   // With a listener, Node leaves 100-continue to us: a body that is too large is refused unsent.
   server.on("checkContinue", (req: IncomingMessage, res: ServerResponse) => {
     if (refuseOversizeExpect(routes, req, res, observe)) return;

@@ -105,6 +105,32 @@ describe("paths cannot be spelled past a route", () => {
     expect(upstream.calls).toHaveLength(0);
   });
 
+  it.each([
+    ["a header line without a colon", "GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"],
+    ["a control character in the target", "GET /\u0001 HTTP/1.1\r\nHost: x\r\n\r\n"],
+    [
+      "both Content-Length and Transfer-Encoding",
+      "POST /invoices HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ],
+  ])(
+    "a request the HTTP parser refuses (%s) gets problem details with a request id",
+    async (_what, bytes) => {
+      const { gateway, upstream } = await start({ routes: [invoiceRoute] });
+      const reply = await rawRequest(gateway.url, bytes);
+      expect(reply.status).toBe(400);
+      expect(Object.fromEntries(reply.headers)).toMatchObject({
+        "content-type": "application/problem+json",
+        connection: "close",
+      });
+      const problem = JSON.parse(reply.body.toString());
+      expect(problem).toMatchObject({ code: "MALFORMED_REQUEST", status: 400, retryable: false });
+      expect(problem.detail).toMatch(/^the request cannot be read as HTTP\/1\.1: /);
+      expect(problem.requestId).toBe(Object.fromEntries(reply.headers)["x-request-id"]);
+      expect(problem.requestId).toMatch(/^[0-9a-f-]{36}$/);
+      expect(upstream.calls).toHaveLength(0);
+    },
+  );
+
   it("unmatched: reject answers 404 for a path no route names", async () => {
     const { gateway, upstream } = await start({ unmatched: "reject", routes: [invoiceRoute] });
     const other = await send(`${gateway.url}/other`, { method: "GET" });
@@ -416,7 +442,10 @@ describe("slow and greedy clients are cut off", () => {
       listen: { host: "127.0.0.1", port: 0, headersTimeout: "300ms", requestTimeout: "600ms" },
       routes: [invoiceRoute],
     });
-    expect(await stall(gateway.url, "POST /invoices HTTP/1.1\r\nHost: x\r\n")).toMatch(/^HTTP\/1\.1 408/);
+    const slowHeaders = await stall(gateway.url, "POST /invoices HTTP/1.1\r\nHost: x\r\n");
+    expect(slowHeaders).toMatch(/^HTTP\/1\.1 408/);
+    expect(slowHeaders).toContain('"code":"REQUEST_TIMEOUT"');
+    expect(slowHeaders).toMatch(/\r\nx-request-id: [0-9a-f-]{36}\r\n/i);
     const body = await stall(
       gateway.url,
       rawHttp("POST", "/invoices", { "Content-Length": "100" }).replace(/Content-Length: 0\r\n/, ""),
@@ -463,6 +492,7 @@ describe("slow and greedy clients are cut off", () => {
     });
     const reply = await rawRequest(gateway.url, rawHttp("GET", "/", { "X-Big": "x".repeat(2_000) }));
     expect(reply.status).toBe(431);
+    expect(JSON.parse(reply.body.toString())).toMatchObject({ code: "HEADERS_TOO_LARGE", status: 431 });
     expect(upstream.calls).toHaveLength(0);
   });
 });

@@ -8,7 +8,9 @@
 #   PEER_BENCH=<the peer benchmark's folder> bash bench/interleaved.sh STORE ROUNDS SCRIPT BUILD...
 #     STORE   memory | redis          SCRIPT  unique.lua (first attempts) | replay.lua
 #     BUILD   a built checkout (dist/cli.js); a file BUILD/extra.yaml is appended to its config
-#   env: LATENCY_MS (0) backend latency, FLOOR=1 also run the floor, SECONDS_PER_ROUND (3)
+#   env: LATENCY_MS (0) backend latency, FLOOR=1 also run the floor, SECONDS_PER_ROUND (3),
+#        PIN=1 the proxies on the last CPU, wrk, the backend and Redis on the others (less noise
+#        from sharing a core; throughput is then one core's)
 #
 # Prints, per round, "name req/s gateway-us/req redis-us/req", then the medians and x bare Hono.
 # Needs wrk, redis-server and the peer benchmark's `npm ci`.
@@ -17,6 +19,15 @@ STORE=$1 ROUNDS=$2 SCRIPT=$3; shift 3
 PB=${PEER_BENCH:?set PEER_BENCH to the peer benchmark folder}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DUR=${SECONDS_PER_ROUND:-3}
+LAST_CPU=$(($(nproc) - 1))
+# With PIN=1: "proxy" runs the command on the last CPU, "rest" on the others.
+# Always run in the background or in $(...): it replaces its shell, so that $! is the command's pid.
+pinned() {
+  local where=$1; shift
+  if [ -z "${PIN:-}" ]; then exec "$@"; fi
+  if [ "$where" = proxy ]; then exec taskset -c "$LAST_CPU" "$@"; fi
+  exec taskset -c "0-$((LAST_CPU > 0 ? LAST_CPU - 1 : 0))" "$@"
+}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
@@ -26,15 +37,15 @@ wait_http() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; slee
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 REDIS_PORT=$(free_port); BACKEND_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >/dev/null 2>&1 &
+pinned rest redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >/dev/null 2>&1 &
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
-PORT=$BACKEND_PORT LATENCY_MS=${LATENCY_MS:-0} node "$PB/src/backend.mjs" >/dev/null 2>&1 & PIDS+=($!)
+PORT=$BACKEND_PORT LATENCY_MS=${LATENCY_MS:-0} pinned rest node "$PB/src/backend.mjs" >/dev/null 2>&1 & PIDS+=($!)
 wait_http "http://127.0.0.1:$BACKEND_PORT/ping"
 
 NAMES=(); PORTS=(); TARGETS=()
 start() { # name port cmd...
   local name=$1 port=$2; shift 2
-  "$@" >>"$WORK/$name.log" 2>&1 &
+  pinned proxy "$@" >>"$WORK/$name.log" 2>&1 &
   PIDS+=($!); NAMES+=("$name"); PORTS+=("$port"); TARGETS+=($!)
 }
 env_for() { echo "PORT=$1 UPSTREAM=http://127.0.0.1:$BACKEND_PORT REDIS_URL=redis://127.0.0.1:$REDIS_PORT"; }
@@ -58,7 +69,7 @@ for p in "${PORTS[@]}"; do wait_http "http://127.0.0.1:$p/ping"; done
 for round in $(seq "$ROUNDS"); do
   for j in "${!NAMES[@]}"; do
     pid=${TARGETS[$j]}; c0=$(cpu "$pid"); r0=$(cpu "$REDIS_PID")
-    out=$(cd "$PB/wrk" && RUN_TAG="r$round-$j-$$" wrk -t2 -c64 -d"${DUR}s" -s "$SCRIPT" "http://127.0.0.1:${PORTS[$j]}/invoices")
+    out=$(cd "$PB/wrk" && RUN_TAG="r$round-$j-$$" pinned rest wrk -t2 -c64 -d"${DUR}s" -s "$SCRIPT" "http://127.0.0.1:${PORTS[$j]}/invoices")
     c1=$(cpu "$pid"); r1=$(cpu "$REDIS_PID")
     n=$(awk '/requests in/ {print $1}' <<<"$out"); rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     awk -v name="${NAMES[$j]}" -v rps="$rps" -v n="$n" -v c="$((c1 - c0))" -v r="$((r1 - r0))" \

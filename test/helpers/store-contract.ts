@@ -97,6 +97,22 @@ export function describeStoreContract(name: string, make: () => Promise<StoreFix
       expect(Buffer.from(record.response.body).equals(Buffer.from(response.body))).toBe(true);
     });
 
+    it("gives back every byte value of a body, small or large, as it was stored", async () => {
+      const small = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+      const large = Buffer.alloc(100_000);
+      for (let i = 0; i < large.length; i++) large[i] = (i * 7919) % 256;
+      for (const [i, body] of [small, large].entries()) {
+        const k = `${key}-bytes-${i}`;
+        const begun = await acquire(store, k);
+        expect(await store.complete(k, begun.token, { ...response, body }, TTL_MS)).toBe(true);
+        const record = await store.get(k);
+        expect(record?.state).toBe(RecordState.Completed);
+        if (record?.state !== RecordState.Completed) return;
+        expect(Buffer.from(record.response.body).equals(body)).toBe(true);
+        expect(record.response.headers).toEqual(response.headers);
+      }
+    });
+
     it("refuses writes with another attempt's token (fencing)", async () => {
       await acquire(store, key);
       expect(await store.complete(key, "not-the-token", response, TTL_MS)).toBe(false);

@@ -21,7 +21,9 @@ async function exchangeWithSelf(timeoutMs: number): Promise<void> {
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(0, "127.0.0.1", resolve);
+      // Exclusive: in a cluster worker, port 0 would otherwise be shared through the primary with
+      // the other workers' gateways, and the warm-up request could reach one of them, and the backend.
+      server.listen({ port: 0, host: "127.0.0.1", exclusive: true }, resolve);
     });
     const { port } = server.address() as AddressInfo;
     const client = new Client(`http://127.0.0.1:${port}`, {

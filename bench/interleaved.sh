@@ -52,7 +52,7 @@ env_for() { echo "PORT=$1 UPSTREAM=http://127.0.0.1:$BACKEND_PORT REDIS_URL=redi
 port=$(free_port); start hono "$port" env $(env_for "$port") node "$PB/src/hono-proxy.mjs"
 if [ -n "${FLOOR:-}" ]; then
   # Beside the peer benchmark's packages, which its bare proxy runs on.
-  ln -s "$PB/node_modules" "$WORK/node_modules"; cp "$ROOT/bench/$STORE-floor.mjs" "$WORK/"
+  ln -s "$PB/node_modules" "$WORK/node_modules"; cp "$ROOT/bench/$STORE-floor.mjs" "$ROOT/bench/floor-proxy.mjs" "$WORK/"
   port=$(free_port); start "$STORE-floor" "$port" env $(env_for "$port") node "$WORK/$STORE-floor.mjs"
 fi
 i=0

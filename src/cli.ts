@@ -21,12 +21,11 @@ import {
 import { startDemoBackend } from "./demo/index.js";
 import { ConfigError, GatewayError } from "./errors.js";
 import {
-  connectionCap,
+  configuredCap,
   connectionCapWarning,
   createLogger,
   describeCap,
   logWritten,
-  openFileLimit,
   runPrimary,
   runWorker,
   startGateway,
@@ -140,11 +139,7 @@ function drainOnSignal(close: () => Promise<void>): void {
 
 /** The config's warnings and what this process's limits make of it. */
 function startWarnings(config: Config): string[] {
-  const { maxConnections } = config.listen;
-  const cap = connectionCapWarning(
-    maxConnections,
-    connectionCap(maxConnections, config.upstream.connections, openFileLimit()),
-  );
+  const cap = connectionCapWarning(configuredCap(config));
   return [...configWarnings(config), ...(cap ? [cap] : [])];
 }
 
@@ -274,12 +269,7 @@ async function checkConfigCommand(opts: CheckConfigFlags): Promise<void> {
     return;
   }
   const lines = [`${opts.config}: ok (${table.routes.length} routes, store ${config.store.kind})`];
-  const { maxConnections } = config.listen;
-  const cap = describeCap(
-    maxConnections,
-    connectionCap(maxConnections, config.upstream.connections, openFileLimit()),
-  );
-  lines.push(...table.routes.map(routeLine), cap, ...warnings);
+  lines.push(...table.routes.map(routeLine), describeCap(configuredCap(config)), ...warnings);
   process.stdout.write(`${lines.join("\n")}\n`);
   if (opts.connect) await checkStore(config);
 }

@@ -32,10 +32,12 @@ function readLimits(): string | undefined {
 }
 
 export interface ConnectionCap {
+  /** listen.maxConnections as configured. */
+  setting: number | "auto";
   /** Client connections accepted at once. */
   cap: number;
-  /** The open-file limit it was derived from (auto only; undefined if it could not be read). */
-  fileLimit?: number | undefined;
+  /** This process's open-file limit; undefined where it cannot be read. */
+  fileLimit: number | undefined;
   /** Descriptors kept back from clients: the upstream pool and FD_RESERVE. */
   reserved: number;
 }
@@ -51,14 +53,22 @@ export function connectionCap(
   fileLimit: number | undefined,
 ): ConnectionCap {
   const reserved = upstreamConnections + FD_RESERVE;
-  if (setting !== "auto") return { cap: setting, fileLimit, reserved };
-  if (fileLimit === undefined) return { cap: FALLBACK_CAP, fileLimit, reserved };
-  return { cap: Math.max(1, fileLimit - reserved), fileLimit, reserved };
+  if (setting !== "auto") return { setting, cap: setting, fileLimit, reserved };
+  if (fileLimit === undefined) return { setting, cap: FALLBACK_CAP, fileLimit, reserved };
+  return { setting, cap: Math.max(1, fileLimit - reserved), fileLimit, reserved };
+}
+
+/** The cap of a config in this process. */
+export function configuredCap(config: {
+  listen: { maxConnections: number | "auto" };
+  upstream: { connections: number };
+}): ConnectionCap {
+  return connectionCap(config.listen.maxConnections, config.upstream.connections, openFileLimit());
 }
 
 /** A warning when the cap leaves the gateway short of descriptors, or of clients; none when fine. */
-export function connectionCapWarning(setting: number | "auto", c: ConnectionCap): string | undefined {
-  const limit = c.fileLimit;
+export function connectionCapWarning(c: ConnectionCap): string | undefined {
+  const { setting, fileLimit: limit } = c;
   if (limit === undefined || limit === Number.POSITIVE_INFINITY) return undefined;
   if (setting !== "auto" && setting > limit - c.reserved) {
     return (
@@ -77,8 +87,8 @@ export function connectionCapWarning(setting: number | "auto", c: ConnectionCap)
 }
 
 /** How check-config shows the cap: the number, and for `auto` what it came from. */
-export function describeCap(setting: number | "auto", c: ConnectionCap): string {
-  if (setting !== "auto") return `listen.maxConnections: ${c.cap}`;
+export function describeCap(c: ConnectionCap): string {
+  if (c.setting !== "auto") return `listen.maxConnections: ${c.cap}`;
   if (c.fileLimit === undefined) {
     return `listen.maxConnections: ${c.cap} (auto: the open-file limit cannot be read here)`;
   }

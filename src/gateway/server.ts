@@ -14,7 +14,7 @@ import { startAdmin } from "./admin.js";
 import { createApp, refuseOversizeExpect } from "./app.js";
 import { AttemptLog } from "./attempt-log.js";
 import { answerClientError } from "./client-error.js";
-import { connectionCap, openFileLimit } from "./connection-cap.js";
+import { configuredCap } from "./connection-cap.js";
 import { listening } from "./listen.js";
 import { createLogger } from "./logger.js";
 import { GatewayMetrics, MeasuredStore } from "./metrics.js";
@@ -188,11 +188,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
       ),
     },
   });
-  const { cap: maxConnections } = connectionCap(
-    listen.maxConnections,
-    config.upstream.connections,
-    openFileLimit(),
-  );
+  const { cap: maxConnections } = configuredCap(config);
   server.maxConnections = maxConnections;
   server.on("clientError", (err: Error, socket: Socket) => answerClientError(err, socket, logger));
   // With a listener, Node leaves 100-continue to us: a body that is too large is refused unsent.

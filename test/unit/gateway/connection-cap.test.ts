@@ -35,6 +35,7 @@ describe("openFileLimit", () => {
 describe("connectionCap", () => {
   it("auto keeps the upstream pool and the reserve under the open-file limit", () => {
     expect(connectionCap("auto", 128, 20_000)).toEqual({
+      setting: "auto",
       cap: 20_000 - 128 - FD_RESERVE,
       fileLimit: 20_000,
       reserved: 128 + FD_RESERVE,
@@ -57,26 +58,26 @@ describe("connectionCap", () => {
 
 describe("connectionCapWarning", () => {
   it("warns of a number that leaves no descriptors for the upstream and the store", () => {
-    const w = connectionCapWarning(20_000, connectionCap(20_000, 128, 20_000));
+    const w = connectionCapWarning(connectionCap(20_000, 128, 20_000));
     expect(w).toContain("listen.maxConnections: 20000 leaves fewer than 384 of the 20000 open files");
-    expect(connectionCapWarning(5_000, connectionCap(5_000, 128, 20_000))).toBeUndefined();
+    expect(connectionCapWarning(connectionCap(5_000, 128, 20_000))).toBeUndefined();
   });
 
   it("warns when auto comes to few connections, and says how to get more", () => {
-    expect(connectionCapWarning("auto", connectionCap("auto", 128, 1_024))).toContain(
+    expect(connectionCapWarning(connectionCap("auto", 128, 1_024))).toContain(
       "auto comes to 640 client connections under an open-file limit of 1024; raise the limit",
     );
-    expect(connectionCapWarning("auto", connectionCap("auto", 128, 65_536))).toBeUndefined();
-    expect(connectionCapWarning("auto", connectionCap("auto", 128, undefined))).toBeUndefined();
+    expect(connectionCapWarning(connectionCap("auto", 128, 65_536))).toBeUndefined();
+    expect(connectionCapWarning(connectionCap("auto", 128, undefined))).toBeUndefined();
   });
 });
 
 describe("describeCap", () => {
   it("shows what auto came from", () => {
-    expect(describeCap("auto", connectionCap("auto", 128, 20_000))).toBe(
+    expect(describeCap(connectionCap("auto", 128, 20_000))).toBe(
       "listen.maxConnections: 19616 (auto: open-file limit 20000, less 128 upstream connections and 256 kept for the store, logs and admin)",
     );
-    expect(describeCap(300, connectionCap(300, 128, 20_000))).toBe("listen.maxConnections: 300");
-    expect(describeCap("auto", connectionCap("auto", 8, Number.POSITIVE_INFINITY))).toContain("no cap");
+    expect(describeCap(connectionCap(300, 128, 20_000))).toBe("listen.maxConnections: 300");
+    expect(describeCap(connectionCap("auto", 8, Number.POSITIVE_INFINITY))).toContain("no cap");
   });
 });

@@ -1,12 +1,14 @@
 import { timingSafeEqual } from "node:crypto";
-import type { Server } from "node:net";
+import type { Server, Socket } from "node:net";
 import { type ServerType, serve } from "@hono/node-server";
 import { Hono, type MiddlewareHandler } from "hono";
+import type { Logger } from "pino";
 import { z } from "zod";
 import type { PostgresCallbackLog } from "../audit/callback-log.js";
 import { type CompiledRoute, FALLBACK_ROUTE_NAME, formatPath, type RouteTable } from "../config/index.js";
 import { storeKeyFor } from "../idempotency/index.js";
 import { type IdempotencyStore, RecordState, type StoredRecord } from "../store/index.js";
+import { answerClientError } from "./client-error.js";
 import { listening } from "./listen.js";
 import { PROBLEM_TYPE_PREFIX } from "./problem.js";
 
@@ -23,6 +25,8 @@ export interface AdminDeps {
   upstreamReachable(): Promise<{ reachable: boolean; error?: string }>;
   /** The CallbackLog, when audit.sink is postgres: attempts are read from it. */
   callbackLog?: PostgresCallbackLog | undefined;
+  /** Where requests refused before they could be read are logged. */
+  logger: Logger;
 }
 
 function problem(
@@ -363,6 +367,7 @@ export async function startAdmin(
 ): Promise<{ url: string; server: ServerType }> {
   const app = createAdminApp(deps);
   const server = serve({ fetch: app.fetch, port, hostname: host });
+  server.on("clientError", (err: Error, socket: Socket) => answerClientError(err, socket, deps.logger));
   const info = await listening(
     server as Server,
     "admin.port, --admin-port or ADMIN_PORT (false turns it off)",

@@ -159,6 +159,7 @@ export async function startGateway(config: Config, options: StartOptions = {}): 
             unprotectedForwards: () => unprotected,
             upstreamReachable: () => upstream.reachable(),
             callbackLog,
+            logger,
           },
           config.admin.host,
           config.admin.port,

@@ -71,6 +71,7 @@ export async function runPrimary(config: Config, workers: number, logger: Logger
             token: config.admin.token,
             unprotectedForwards: () => 0,
             upstreamReachable: () => upstream.reachable(),
+            logger,
           },
           config.admin.host,
           config.admin.port,

@@ -581,6 +581,15 @@ describe("smaller doors", () => {
 });
 
 describe("the admin API", () => {
+  it("answers a request its HTTP parser refuses with problem details and a request id", async () => {
+    const { gateway } = await start({ admin: { port: 0 }, routes: [invoiceRoute] });
+    const reply = await rawRequest(gateway.adminUrl as string, "GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n");
+    expect(reply.status).toBe(400);
+    const problem = JSON.parse(reply.body.toString());
+    expect(problem).toMatchObject({ code: "MALFORMED_REQUEST" });
+    expect(problem.requestId).toBe(Object.fromEntries(reply.headers)["x-request-id"]);
+  });
+
   it("refuses writes without a token even on loopback", async () => {
     const { gateway } = await start({ routes: [invoiceRoute] });
     const purge = await send(`${gateway.adminUrl}/keys/purge`, {

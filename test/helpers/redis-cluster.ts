@@ -3,7 +3,15 @@ import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { ask, freePort, type RedisServer, requireRedisServer, spawnRedisServer, until } from "./redis.js";
+import {
+  ask,
+  freePorts,
+  onFreshPorts,
+  type RedisServer,
+  requireRedisServer,
+  spawnRedisServer,
+  until,
+} from "./redis.js";
 
 const run = promisify(execFile);
 
@@ -29,34 +37,29 @@ export interface TestRedisCluster {
   close(): Promise<void>;
 }
 
-/**
- * A local Redis Cluster: 3 primaries with a replica each, on free ports, made by `redis-cli --cluster
- * create`. Failure detection is quick (node timeout 1 s) and a replica may always take over, so
- * that a test can kill a primary and wait for the failover.
- */
-export async function startRedisCluster(): Promise<TestRedisCluster> {
-  requireRedisServer();
+const CLUSTER_ARGS = [
+  "--cluster-enabled",
+  "yes",
+  "--cluster-config-file",
+  "nodes.conf",
+  "--cluster-node-timeout",
+  "1000",
+  "--cluster-replica-validity-factor",
+  "0",
+];
+
+/** Six nodes in a dir of their own, joined by `redis-cli --cluster create`; nothing is left on failure. */
+async function createCluster() {
   const dir = await mkdtemp(join(tmpdir(), "idem-cluster-"));
-  const ports: number[] = [];
-  for (let i = 0; i < 6; i++) ports.push(await freePort());
+  // A node also listens on its bus port, 10000 above its own.
+  const ports = await freePorts(6, (port) => port + 10000);
   const servers = new Map<number, RedisServer>();
-  const clusterArgs = [
-    "--cluster-enabled",
-    "yes",
-    "--cluster-config-file",
-    "nodes.conf",
-    "--cluster-node-timeout",
-    "1000",
-    "--cluster-replica-validity-factor",
-    "0",
-  ];
-  const live = () => [...servers.entries()].filter(([, s]) => s.running()).map(([p]) => p);
   try {
     await Promise.all(
       ports.map(async (port) => {
         const nodeDir = join(dir, String(port));
         await mkdir(nodeDir);
-        servers.set(port, await spawnRedisServer(port, nodeDir, clusterArgs));
+        servers.set(port, await spawnRedisServer(port, nodeDir, CLUSTER_ARGS));
       }),
     );
     await run("redis-cli", [
@@ -67,11 +70,23 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       "1",
       "--cluster-yes",
     ]);
+    return { dir, ports, servers };
   } catch (err) {
     await Promise.all([...servers.values()].map((s) => s.stop()));
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * A local Redis Cluster: 3 primaries with a replica each, on free ports, made by `redis-cli --cluster
+ * create`. Failure detection is quick (node timeout 1 s) and a replica may always take over, so
+ * that a test can kill a primary and wait for the failover.
+ */
+export async function startRedisCluster(): Promise<TestRedisCluster> {
+  requireRedisServer();
+  const { dir, ports, servers } = await onFreshPorts(createCluster);
+  const live = () => [...servers.entries()].filter(([, s]) => s.running()).map(([p]) => p);
 
   // [first slot, last slot, primary [host, port, id], ...replicas]
   type Node = [string, number, ...unknown[]];
@@ -102,7 +117,7 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       await servers.get(port)?.kill();
     },
     async restart(port) {
-      servers.set(port, await spawnRedisServer(port, join(dir, String(port)), clusterArgs));
+      servers.set(port, await spawnRedisServer(port, join(dir, String(port)), CLUSTER_ARGS));
     },
     async cutReplication(port) {
       await ask(port, (r) => r.client("KILL", "TYPE", "replica"));

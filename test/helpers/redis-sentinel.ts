@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ask, freePort, type RedisServer, requireRedisServer, spawnRedisServer, until } from "./redis.js";
+import { ask, freePorts, type RedisServer, requireRedisServer, spawnRedisServer, until } from "./redis.js";
 
 export const SENTINEL_NAME = "idem";
 
@@ -28,7 +28,7 @@ export interface TestRedisSentinel {
 export async function startRedisSentinel(): Promise<TestRedisSentinel> {
   requireRedisServer();
   const dir = await mkdtemp(join(tmpdir(), "idem-sentinel-"));
-  const [primaryPort, replicaPort, sentinelPort] = [await freePort(), await freePort(), await freePort()];
+  const [primaryPort, replicaPort, sentinelPort] = (await freePorts(3)) as [number, number, number];
   const servers: RedisServer[] = [];
   const byPort = new Map<number, RedisServer>();
   const primary = async () => {

@@ -1,7 +1,7 @@
 import { execFileSync, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
+import { type AddressInfo, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Redis } from "ioredis";
@@ -37,11 +37,62 @@ export function requireRedisServer(): void {
 }
 
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  const [port] = await freePorts(1);
+  return port as number;
+}
+
+const listenOn = (port: number) =>
+  new Promise<Server | undefined>((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(undefined));
+    server.listen({ port, host: "127.0.0.1", exclusive: true }, () => resolve(server));
+  });
+
+/**
+ * `count` distinct free ports. Each is held until all are chosen, because the kernel may hand out a
+ * port it has just taken back, and two servers of one test on one port is a test that fails once in
+ * a few hundred runs. With `alsoFree`, each port's companion (a cluster node's bus port, 10000 above
+ * its own) was free too and is not one of the others.
+ */
+export async function freePorts(count: number, alsoFree?: (port: number) => number): Promise<number[]> {
+  const held: Server[] = [];
+  const ports: number[] = [];
+  try {
+    for (let tries = 0; ports.length < count; tries++) {
+      if (tries > count * 20) throw new Error(`could not find ${count} free ports`);
+      const server = await listenOn(0);
+      if (!server) continue;
+      held.push(server);
+      const port = (server.address() as AddressInfo).port;
+      const companion = alsoFree?.(port);
+      if (companion !== undefined) {
+        const other = companion <= 65535 ? await listenOn(companion) : undefined;
+        if (!other) continue;
+        held.push(other);
+      }
+      ports.push(port);
+    }
+    return ports;
+  } finally {
+    await Promise.all(held.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+}
+
+/** A server of a test's could not bind its port: something else took it after it was chosen. */
+export class PortTakenError extends Error {}
+
+/**
+ * Runs `attempt` again, on ports chosen anew, when it failed because a port it had chosen was taken
+ * in the meantime (by a server of another test file, or an outgoing connection's local port).
+ */
+export async function onFreshPorts<T>(attempt: () => Promise<T>, tries = 3): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!(err instanceof PortTakenError) || i >= tries) throw err;
+    }
+  }
 }
 
 /**
@@ -117,7 +168,10 @@ export async function spawnRedisServer(
       out += c.toString();
       if (out.includes("Ready to accept connections") || out.includes("Sentinel ID is")) resolve();
     });
-    child.once("exit", (code) => reject(new Error(`redis-server exited (${code}):\n${out}`)));
+    child.once("exit", (code) => {
+      const message = `redis-server exited (${code}):\n${out}`;
+      reject(/Address already in use/.test(out) ? new PortTakenError(message) : new Error(message));
+    });
   });
   const end = async (signal: NodeJS.Signals) => {
     if (child.exitCode !== null || child.signalCode !== null) return;
@@ -153,7 +207,7 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
   }
   requireRedisServer();
   const dir = await mkdtemp(join(tmpdir(), "idem-redis-"));
-  const port = await freePort();
+  let port = 0;
   let server: RedisServer | undefined;
   const start = async () => {
     server = await spawnRedisServer(port, dir, options.args);
@@ -161,7 +215,10 @@ export async function startRedis(options: StartRedisOptions = {}): Promise<TestR
   const stop = async () => {
     await server?.stop();
   };
-  await start();
+  await onFreshPorts(async () => {
+    port = await freePort();
+    await start();
+  });
   return {
     url: `redis://127.0.0.1:${port}`,
     port,

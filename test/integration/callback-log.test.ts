@@ -273,7 +273,9 @@ describe("the CallbackLog", () => {
 
   it("deletes rows past the retention, and migrate applies the schema once", async () => {
     const first = await runCli(["migrate"], { AUDIT_POSTGRES_URL: db.url });
-    expect(first.stdout.trim(), first.stderr).toBe("applied: 001_callback_log.sql, 002_store.sql");
+    expect(first.stdout.trim(), first.stderr).toBe(
+      "applied: 001_callback_log.sql, 002_store.sql, 003_store_fast_paths.sql",
+    );
     const again = await runCli(["migrate"], { AUDIT_POSTGRES_URL: db.url });
     expect(again.stdout.trim()).toBe("the database is up to date");
     await sql.query(

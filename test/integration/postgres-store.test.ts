@@ -73,6 +73,36 @@ describe("postgres store", () => {
     expect(store.roundTrips - before - first).toBe(1);
   });
 
+  // A row's ctid is the place of its newest version: in a table of its own, the n-th version written
+  // is at (0,n). Every version written (and a lock taken with SELECT ... FOR UPDATE before an
+  // UPDATE, which writes the row too) is work for the database on every first attempt.
+  it("writes two versions of a row per first attempt: the in-flight row and the answer", async () => {
+    await sql.query("DROP DATABASE IF EXISTS row_versions");
+    await sql.query("CREATE DATABASE row_versions");
+    const url = new URL(db.url);
+    url.pathname = "/row_versions";
+    const store = use(new PostgresStore({ url: url.href }));
+    expect(await store.connect()).toBe(true);
+    const times = { leaseMs: 30_000, ttlMs: 60_000, settleMs: 0 };
+    const lease = { ...times, token: "t-1", fingerprint: "fp", takeOverUnknown: false };
+    expect(await store.begin("versions", lease)).toMatchObject({ acquired: true, took: "fresh" });
+    const answer = {
+      status: 201,
+      headers: [["content-type", "application/json"]] as const,
+      body: Buffer.from("{}"),
+    };
+    expect(await store.complete("versions", "t-1", answer, 60_000)).toBe(true);
+    const direct = new pg.Client({ connectionString: url.href });
+    await direct.connect();
+    try {
+      const { rows } = await direct.query("SELECT ctid::text AS at, state FROM idempotency_records");
+      expect(rows).toEqual([{ at: "(0,2)", state: "completed" }]);
+    } finally {
+      await direct.end();
+    }
+    expect((await store.get("versions"))?.state).toBe("completed");
+  });
+
   it("keeps completed records through a crash of the database and a restart of the gateway", async () => {
     const upstream = use(await startUpstream());
     const config = { upstream: upstream.url, store: { kind: "postgres", postgres: { url: db.url } } };

@@ -48,6 +48,11 @@ interface Reply {
   server_now: string | null;
 }
 
+/** The answer of a step that ends, extends or purges: 1 when it did its work (purge: the rows gone). */
+interface Done {
+  ok: number | null;
+}
+
 /** SQLSTATEs of a database that is not there (or not yet): an outage, which failMode: open may pass. */
 const OUTAGE = /^(08|57P0[1-3]|53300|40001|40P01)/;
 const CHANNEL = "idem_done";
@@ -149,11 +154,16 @@ export class PostgresStore implements IdempotencyStore {
     return this.listening;
   }
 
-  private async step(what: string, sql: string, values: unknown[]): Promise<Reply> {
+  /**
+   * One step: a named statement, so that each connection parses and plans it once. A step that only
+   * says whether it did its work answers `ok` alone; a reply's every column is a field that the
+   * client parses on every call.
+   */
+  private async step<R = Reply>(what: string, sql: string, values: unknown[]): Promise<R> {
     this.roundTrips++;
     try {
-      const result = await this.pool.query<Reply>(sql, values);
-      return result.rows[0] as Reply;
+      const result = await this.pool.query<R & pg.QueryResultRow>({ name: what, text: sql, values });
+      return result.rows[0] as R;
     } catch (err) {
       const message = `${what}: ${(err as Error).message}`;
       // No answer from the database (a refused or dropped connection, a timeout) is an outage.
@@ -193,7 +203,7 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   async extend(key: string, token: string, times: LeaseTimes): Promise<boolean> {
-    const reply = await this.step("extend", "SELECT * FROM idem_extend($1, $2, $3, $4, $5)", [
+    const reply = await this.step<Done>("extend", "SELECT ok FROM idem_extend($1, $2, $3, $4, $5)", [
       key,
       token,
       times.leaseMs,
@@ -204,20 +214,24 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   async complete(key: string, token: string, response: StoredResponse, ttlMs: number): Promise<boolean> {
-    const reply = await this.step("complete", "SELECT * FROM idem_complete($1, $2, $3, $4, $5, $6, $7)", [
-      key,
-      token,
-      response.status,
-      JSON.stringify(response.headers),
-      bytes(response.body),
-      ttlMs,
-      response.reconciled === true,
-    ]);
+    const reply = await this.step<Done>(
+      "complete",
+      "SELECT ok FROM idem_complete($1, $2, $3, $4, $5, $6, $7)",
+      [
+        key,
+        token,
+        response.status,
+        JSON.stringify(response.headers),
+        bytes(response.body),
+        ttlMs,
+        response.reconciled === true,
+      ],
+    );
     return reply.ok === 1;
   }
 
   async markUnknown(key: string, token: string, times: LeaseTimes): Promise<boolean> {
-    const reply = await this.step("mark unknown", "SELECT * FROM idem_unknown($1, $2, $3, $4)", [
+    const reply = await this.step<Done>("mark unknown", "SELECT ok FROM idem_unknown($1, $2, $3, $4)", [
       key,
       token,
       times.ttlMs,
@@ -228,20 +242,24 @@ export class PostgresStore implements IdempotencyStore {
 
   async release(key: string, token: string, response?: StoredResponse, holdMs = 0): Promise<boolean> {
     const hold = response !== undefined && holdMs > 0;
-    const reply = await this.step("release", "SELECT * FROM idem_release($1, $2, $3, $4, $5, $6, $7)", [
-      key,
-      token,
-      hold,
-      response?.status ?? 0,
-      JSON.stringify(response?.headers ?? []),
-      response ? bytes(response.body) : Buffer.alloc(0),
-      holdMs,
-    ]);
+    const reply = await this.step<Done>(
+      "release",
+      "SELECT ok FROM idem_release($1, $2, $3, $4, $5, $6, $7)",
+      [
+        key,
+        token,
+        hold,
+        response?.status ?? 0,
+        JSON.stringify(response?.headers ?? []),
+        response ? bytes(response.body) : Buffer.alloc(0),
+        holdMs,
+      ],
+    );
     return reply.ok === 1;
   }
 
   async resolveUnknown(key: string, response: StoredResponse | null, ttlMs: number): Promise<boolean> {
-    const reply = await this.step("resolve", "SELECT * FROM idem_resolve($1, $2, $3, $4, $5, $6)", [
+    const reply = await this.step<Done>("resolve", "SELECT ok FROM idem_resolve($1, $2, $3, $4, $5, $6)", [
       key,
       response !== null,
       response?.status ?? 0,
@@ -253,7 +271,7 @@ export class PostgresStore implements IdempotencyStore {
   }
 
   async purge(key: string): Promise<boolean> {
-    const reply = await this.step("purge", "SELECT * FROM idem_purge($1)", [key]);
+    const reply = await this.step<Done>("purge", "SELECT ok FROM idem_purge($1)", [key]);
     return (reply.ok ?? 0) > 0;
   }
 

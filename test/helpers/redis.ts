@@ -41,7 +41,8 @@ export async function freePort(): Promise<number> {
   return port as number;
 }
 
-const listenOn = (port: number) =>
+/** A server listening on `port` of 127.0.0.1 alone (not shared with cluster workers); none if taken. */
+export const listenOn = (port: number) =>
   new Promise<Server | undefined>((resolve) => {
     const server = createServer();
     server.once("error", () => resolve(undefined));

@@ -1,13 +1,11 @@
-import { createServer } from "node:net";
 import { describe, expect, it } from "vitest";
-import { freePorts } from "../../helpers/redis.js";
+import { freePorts, listenOn } from "../../helpers/redis.js";
 
-const bindable = (port: number) =>
-  new Promise<boolean>((resolve) => {
-    const server = createServer();
-    server.once("error", () => resolve(false));
-    server.listen({ port, host: "127.0.0.1", exclusive: true }, () => server.close(() => resolve(true)));
-  });
+const bindable = async (port: number) => {
+  const server = await listenOn(port);
+  await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+  return server !== undefined;
+};
 
 describe("freePorts", () => {
   // Ports chosen one by one, each released before the next, repeat within a few hundred: the kernel

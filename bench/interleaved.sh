@@ -35,7 +35,16 @@ WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+# free_port VAR: a free port in VAR, never one handed out before (the kernel may give back a port it
+# has just taken back, and two servers of one run would then share it).
+TAKEN=" "
+free_port() {
+  local p
+  while :; do
+    p=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+    case "$TAKEN" in *" $p "*) ;; *) TAKEN+="$p "; printf -v "$1" '%s' "$p"; return ;; esac
+  done
+}
 wait_http() { for _ in $(seq 100); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "no answer from $1" >&2; exit 1; }
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # The store's CPU: redis-server, or the postmaster and its children (backends live as long as the
@@ -47,7 +56,7 @@ store_cpu() {
   echo "$total"
 }
 
-REDIS_PORT=$(free_port); BACKEND_PORT=$(free_port)
+free_port REDIS_PORT; free_port BACKEND_PORT
 pinned rest redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" >/dev/null 2>&1 &
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
 PORT=$BACKEND_PORT LATENCY_MS=${LATENCY_MS:-0} pinned rest node "$PB/src/backend.mjs" >/dev/null 2>&1 & PIDS+=($!)
@@ -58,7 +67,7 @@ if [ "$STORE" = postgres ]; then
   AS=(); PGDIR="$WORK/pg"; mkdir -p "$PGDIR"
   if [ "$(id -u)" = 0 ]; then AS=(runuser -u postgres --); chown postgres "$PGDIR"; chmod 755 "$WORK"; fi
   "${AS[@]}" "${PG_BIN}initdb" -D "$PGDIR/data" -A trust -U postgres --no-sync -E UTF8 >/dev/null
-  PG_PORT=$(free_port)
+  free_port PG_PORT
   (pinned rest "${AS[@]}" "${PG_BIN}pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w start \
     -o "-p $PG_PORT -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off") >/dev/null
   PG_PM=$(head -1 "$PGDIR/data/postmaster.pid")
@@ -73,16 +82,16 @@ start() { # name port cmd...
   PIDS+=($!); NAMES+=("$name"); PORTS+=("$port"); TARGETS+=($!)
 }
 env_for() { echo "PORT=$1 UPSTREAM=http://127.0.0.1:$BACKEND_PORT REDIS_URL=redis://127.0.0.1:$REDIS_PORT"; }
-port=$(free_port); start hono "$port" env $(env_for "$port") node "$PB/src/hono-proxy.mjs"
+free_port port; start hono "$port" env $(env_for "$port") node "$PB/src/hono-proxy.mjs"
 if [ -n "${FLOOR:-}" ]; then
   [ -f "$ROOT/bench/$STORE-floor.mjs" ] || { echo "no floor for $STORE" >&2; exit 2; }
   # Beside the peer benchmark's packages, which its bare proxy runs on.
   ln -s "$PB/node_modules" "$WORK/node_modules"; cp "$ROOT/bench/$STORE-floor.mjs" "$ROOT/bench/floor-proxy.mjs" "$WORK/"
-  port=$(free_port); start "$STORE-floor" "$port" env $(env_for "$port") node "$WORK/$STORE-floor.mjs"
+  free_port port; start "$STORE-floor" "$port" env $(env_for "$port") node "$WORK/$STORE-floor.mjs"
 fi
 i=0
 for build in "$@"; do
-  i=$((i + 1)); port=$(free_port); cfg="$WORK/gateway-$i.yaml"
+  i=$((i + 1)); free_port port; cfg="$WORK/gateway-$i.yaml"
   pg="postgres://postgres@127.0.0.1:${PG_PORT:-5432}/g$i"
   [ -n "${PG_PM:-}" ] && "${AS[@]}" "${PG_BIN}createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres "g$i"
   printf '%s\n' "listen: { host: 127.0.0.1, port: $port }" "upstream: { url: \"http://127.0.0.1:$BACKEND_PORT\" }" \
